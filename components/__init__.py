@@ -1,0 +1,1 @@
+"""Thin kfp components: each unpacks artifacts and calls one library function."""

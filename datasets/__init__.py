@@ -1,0 +1,1 @@
+"""Datasets: synthetic music, ingest into versioned manifests, Great Expectations validation."""

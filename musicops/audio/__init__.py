@@ -1,0 +1,1 @@
+"""Audio I/O and measurements shared by datasets, generation and evaluation."""

@@ -1,0 +1,113 @@
+"""Reading and writing audio with clear errors: corrupt, empty, NaN or mislabelled files never pass.
+
+soundfile (libsndfile) does the work; torchaudio is avoided on purpose (PyPI's build needs CUDA).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+# Container formats soundfile reports, by the file extensions that may hold them.
+EXTENSION_FORMATS = {
+    ".wav": {"WAV", "WAVEX", "RF64"},
+    ".flac": {"FLAC"},
+    ".ogg": {"OGG"},
+    ".aiff": {"AIFF"},
+    ".aif": {"AIFF"},
+}
+AUDIO_EXTENSIONS = tuple(EXTENSION_FORMATS)
+
+
+class AudioError(ValueError):
+    """An audio file that cannot be used; the message names the file and the problem."""
+
+    def __init__(self, path: str | os.PathLike[str], problem: str):
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")
+
+
+@dataclass(frozen=True)
+class Audio:
+    """Decoded audio as float32, shape (frames, channels)."""
+
+    samples: np.ndarray
+    sample_rate: int
+
+    @property
+    def channels(self) -> int:
+        return int(self.samples.shape[1])
+
+    @property
+    def duration_s(self) -> float:
+        return self.samples.shape[0] / float(self.sample_rate)
+
+    def mono(self) -> np.ndarray:
+        return self.samples.mean(axis=1).astype(np.float32)
+
+
+def read_audio(path: str | os.PathLike[str], *, max_bytes: int = 512 * 1024 * 1024) -> Audio:
+    """Decode a file, refusing empty, oversized, corrupt, mislabelled, silent-length or non-finite audio."""
+    import soundfile as sf
+
+    path = Path(path)
+    if not path.is_file():
+        raise AudioError(path, "not a file")
+    size = path.stat().st_size
+    if size == 0:
+        raise AudioError(path, "empty file (0 bytes)")
+    if size > max_bytes:
+        raise AudioError(path, f"file too large ({size} bytes > limit {max_bytes})")
+    try:
+        info = sf.info(str(path))
+    except Exception as exc:  # libsndfile raises several types; all mean "not decodable"
+        raise AudioError(path, f"not a readable audio file ({_short(exc)})") from exc
+    expected = EXTENSION_FORMATS.get(path.suffix.lower())
+    if expected is not None and info.format not in expected:
+        raise AudioError(path, f"mislabelled: extension {path.suffix} but content is {info.format}")
+    if info.frames <= 0:
+        raise AudioError(path, "no audio frames")
+    try:
+        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    except Exception as exc:
+        raise AudioError(path, f"corrupt audio data ({_short(exc)})") from exc
+    if data.shape[0] == 0:
+        raise AudioError(path, "no audio frames")
+    if not np.isfinite(data).all():
+        bad = int((~np.isfinite(data)).sum())
+        raise AudioError(path, f"contains {bad} NaN/Inf samples")
+    return Audio(samples=data, sample_rate=int(rate))
+
+
+def write_audio(path: str | os.PathLike[str], samples: np.ndarray, sample_rate: int, *,
+                subtype: str = "PCM_16") -> Path:
+    """Write atomically (temp file + rename) so a crash never leaves a half-written file behind."""
+    import soundfile as sf
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = np.asarray(samples, dtype=np.float32)
+    if not np.isfinite(data).all():
+        raise AudioError(path, "refusing to write NaN/Inf samples")
+    fmt = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG"}.get(path.suffix.lower())
+    if fmt is None:
+        raise AudioError(path, f"unsupported output extension {path.suffix!r}")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    os.close(fd)
+    try:
+        sf.write(tmp, data, sample_rate, format=fmt, subtype=subtype if fmt != "OGG" else "VORBIS")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[-1][:200] if text else type(exc).__name__

@@ -1,0 +1,43 @@
+"""The `musicops` command line (Typer + Rich).
+
+Each command group lives in its own module and imports heavy libraries (torch, mlflow, kfp,
+great_expectations) only inside the command that needs them, so `musicops --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from musicops import __version__
+from musicops.cli import datasets, models, pipelines
+from musicops.cli.demo import demo
+
+app = typer.Typer(
+    name="musicops",
+    help="MLOps pipelines and evaluation for AI music generation.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
+app.add_typer(datasets.app, name="datasets", help="Synthesize, ingest and validate audio datasets.")
+app.add_typer(models.app, name="models", help="Generate with and inspect MusicGen models.")
+app.add_typer(pipelines.app, name="pipelines", help="Run pipelines locally (kfp.local) or compile them.")
+app.command("demo")(demo)
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"musicops {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version_callback, is_eager=True,
+                                 help="Show the version and exit."),
+) -> None:
+    """MLOps pipelines and evaluation for AI music generation."""
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,69 @@
+"""`musicops models ...`: generate clips, fine-tune and register."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from musicops.cli.common import console, fail
+
+app = typer.Typer(no_args_is_help=True)
+
+
+@app.command("generate")
+def generate(
+    prompt: list[str] = typer.Option(..., "--prompt", "-p", help="Text prompt (repeat for several clips)."),
+    model: str = typer.Option("musicgen-tiny", help="musicgen-tiny, a local model dir, or models:/NAME@ALIAS."),
+    duration: float = typer.Option(2.0, help="Seconds of audio per clip."),
+    seed: int = typer.Option(0, help="Seed of the first clip; the next clips use seed+1, seed+2, ..."),
+    out: Path = typer.Option(Path("out"), help="Folder for the WAV files."),
+) -> None:
+    """Generate one clip per prompt and write WAV files."""
+    from musicops.generate import generate_to_files
+    from musicops.models.base import GenerationParams
+    from musicops.models.tiny import TINY_NOTICE, TINY_PRESET
+    from musicops.registry import ModelNotFoundError
+
+    try:
+        params = GenerationParams(duration_s=duration)
+        info, clips = generate_to_files(model, prompt, params, seed, out)
+    except (ValueError, ModelNotFoundError) as exc:
+        fail(str(exc), 2)
+    if info.name == TINY_PRESET or info.tags.get("musicops.base_model") == TINY_PRESET:
+        console.print(f"[yellow]note:[/] {TINY_NOTICE}")
+    for clip in clips:
+        console.print(f"{clip.path}  {clip.duration_s:.2f}s  seed={clip.seed}  sha256={clip.sha256[:12]}")
+
+
+@app.command("fine-tune")
+def fine_tune_cmd(
+    manifest: str = typer.Argument(..., help="Manifest: parquet path, version dir, or NAME[@vN]."),
+    base: str = typer.Option("musicgen-tiny", help="Base model reference."),
+    name: str = typer.Option("", help="Registered model name (default: MUSICOPS_MODEL_NAME)."),
+    steps: int = typer.Option(20), batch_size: int = typer.Option(4), lr: float = typer.Option(1e-3),
+    grad_accum: int = typer.Option(1), segment: float = typer.Option(2.0, help="Seconds of audio per example."),
+    seed: int = typer.Option(0), checkpoint_every: int = typer.Option(10), lora: bool = typer.Option(False),
+) -> None:
+    """Fine-tune a base model on a validated manifest, log it to MLflow and register a new version."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from musicops.config import get_settings
+    from musicops.training.finetune import FineTuneConfig
+    from musicops.training.run import fine_tune, register_model
+
+    settings = get_settings()
+    config = FineTuneConfig(steps=steps, batch_size=batch_size, learning_rate=lr, grad_accum=grad_accum,
+                            segment_s=segment, seed=seed, checkpoint_every=checkpoint_every, lora=lora)
+    with Progress(TextColumn("fine-tune"), BarColumn(), TextColumn("{task.completed}/{task.total} loss {task.fields[loss]}"),
+                  TimeRemainingColumn(), console=console) as progress:
+        task = progress.add_task("train", total=steps, loss="-")
+        try:
+            outcome = fine_tune(manifest, base, config, settings,
+                                on_step=lambda s, m: progress.update(task, completed=s, loss=f"{m['loss']:.3f}"))
+        except (ValueError, FileNotFoundError, LookupError) as exc:
+            fail(str(exc), 2)
+    version = register_model(outcome.model_uri, name or settings.registered_model_name, outcome.tags, settings)
+    console.print(f"loss {outcome.losses[0]:.3f} -> {outcome.losses[-1]:.3f} in {outcome.seconds:.1f}s"
+                  + (f" (resumed from step {outcome.resumed_from})" if outcome.resumed_from else ""))
+    console.print(f"MLflow run {outcome.run_id}; registered models:/{name or settings.registered_model_name}/{version}")

@@ -1,0 +1,78 @@
+"""One entry point to get a model from any reference a user may give.
+
+References: the `musicgen-tiny` preset, a local model directory, `models:/NAME/VERSION` or
+`models:/NAME@ALIAS`. Aliases are resolved to a version once, here, and the version is recorded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from musicops.config import Settings, get_settings
+from musicops.models.base import ModelInfo, MusicModel
+from musicops.models.tiny import TINY_PRESET
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """A reference pinned to something immutable (a registry version, a directory, a preset)."""
+
+    reference: str
+    kind: str  # "preset" | "directory" | "registry"
+    name: str
+    version: str | None = None
+    run_id: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def pinned_uri(self) -> str:
+        if self.kind == "registry":
+            return f"models:/{self.name}/{self.version}"
+        return self.reference
+
+
+def resolve_model(reference: str, settings: Settings | None = None) -> ResolvedModel:
+    """Resolve without loading weights (cheap): used to fail fast and to build cache keys."""
+    reference = reference.strip()
+    if reference == TINY_PRESET:
+        return ResolvedModel(reference, "preset", TINY_PRESET)
+    if reference.startswith("models:/"):
+        from musicops.registry import configure_mlflow, parse_model_uri, resolve_version
+
+        configure_mlflow(settings)
+        ref = parse_model_uri(reference)
+        version = resolve_version(ref)
+        return ResolvedModel(reference, "registry", ref.name, str(version.version), version.run_id,
+                             dict(version.tags or {}))
+    path = Path(reference).expanduser()
+    if path.is_dir():
+        return ResolvedModel(str(path.resolve()), "directory", path.resolve().name)
+    raise ValueError(
+        f"unknown model reference {reference!r}: expected {TINY_PRESET!r}, a local model directory, "
+        "models:/NAME/VERSION or models:/NAME@ALIAS"
+    )
+
+
+def load_model(reference: str | ResolvedModel, settings: Settings | None = None,
+               device: str | None = None) -> MusicModel:
+    """Load the model a reference names (resolving it first when given a string)."""
+    from musicops.models.musicgen import TransformersMusicGen
+
+    settings = settings or get_settings()
+    resolved = reference if isinstance(reference, ResolvedModel) else resolve_model(reference, settings)
+    if resolved.kind == "preset":
+        model = TransformersMusicGen.from_preset(resolved.name)
+    else:
+        info = ModelInfo(name=resolved.name, version=resolved.version, run_id=resolved.run_id,
+                         source=resolved.pinned_uri, tags=resolved.tags)
+        if resolved.kind == "registry":
+            from musicops.registry import download_version
+
+            directory = download_version(resolved.name, str(resolved.version), settings)
+        else:
+            directory = Path(resolved.reference)
+        model = TransformersMusicGen.from_dir(directory, info=info, device=device)
+    if device and resolved.kind == "preset":
+        model.model.to(device)  # type: ignore[attr-defined]
+    return model

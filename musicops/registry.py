@@ -1,0 +1,124 @@
+"""MLflow helpers: tracking setup in the state directory, model URIs, aliases, registration.
+
+Follows MLflow's own conventions: `models:/NAME/VERSION` and `models:/NAME@ALIAS` URIs, model
+version tags for provenance, aliases (`champion`) for promotion.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from musicops.config import Settings, get_settings
+
+_MODEL_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<alias>[A-Za-z0-9_-]+))$")
+MUSICGEN_ARTIFACT = "musicgen"
+
+
+class ModelNotFoundError(LookupError):
+    """A model name, version or alias that the registry does not have."""
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A parsed `models:/` URI: exactly one of version or alias is set."""
+
+    name: str
+    version: str | None = None
+    alias: str | None = None
+
+    @property
+    def uri(self) -> str:
+        return f"models:/{self.name}/{self.version}" if self.version else f"models:/{self.name}@{self.alias}"
+
+
+def parse_model_uri(uri: str) -> ModelRef:
+    match = _MODEL_URI.match(uri.strip())
+    if not match:
+        raise ValueError(f"not a model URI: {uri!r} (expected models:/NAME/VERSION or models:/NAME@ALIAS)")
+    return ModelRef(match["name"], match["version"], match["alias"])
+
+
+def configure_mlflow(settings: Settings | None = None) -> Settings:
+    """Point MLflow at the configured store (the state directory's sqlite file by default)."""
+    import mlflow
+
+    settings = (settings or get_settings()).ensure()
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    if settings.mlflow_registry_uri:
+        mlflow.set_registry_uri(settings.mlflow_registry_uri)
+    return settings
+
+
+def ensure_experiment(settings: Settings, name: str | None = None) -> str:
+    """Get or create the experiment, keeping artifacts inside the state directory for sqlite stores."""
+    import mlflow
+
+    name = name or settings.experiment
+    experiment = mlflow.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    location = None
+    if settings.mlflow_tracking_uri.startswith("sqlite:"):
+        location = settings.mlflow_artifacts.as_uri()
+    try:
+        return mlflow.create_experiment(name, artifact_location=location)
+    except Exception:  # another process created it in the meantime
+        experiment = mlflow.get_experiment_by_name(name)
+        if experiment is None:
+            raise
+        return experiment.experiment_id
+
+
+def resolve_version(ref: ModelRef, client: Any | None = None) -> Any:
+    """Turn a name + version or alias into an MLflow `ModelVersion`, or fail with a clear message."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client = client or MlflowClient()
+    try:
+        client.get_registered_model(ref.name)
+    except MlflowException as exc:
+        raise ModelNotFoundError(f"no registered model named {ref.name!r}") from exc
+    try:
+        if ref.alias:
+            return client.get_model_version_by_alias(ref.name, ref.alias)
+        return client.get_model_version(ref.name, ref.version)
+    except MlflowException as exc:
+        what = f"alias {ref.alias!r}" if ref.alias else f"version {ref.version}"
+        raise ModelNotFoundError(f"registered model {ref.name!r} has no {what}") from exc
+
+
+def download_version(name: str, version: str, settings: Settings) -> Path:
+    """Fetch a version's MusicGen directory into the state cache (versions are immutable)."""
+    import mlflow
+
+    target = settings.model_cache / _safe(name) / str(version)
+    model_dir = target / "artifacts" / MUSICGEN_ARTIFACT
+    if model_dir.is_dir():
+        return model_dir
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{version}-"))
+    try:
+        mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}", dst_path=str(staging))
+        if not (staging / "artifacts" / MUSICGEN_ARTIFACT).is_dir():
+            raise ModelNotFoundError(
+                f"models:/{name}/{version} is not a musicops MusicGen model (no '{MUSICGEN_ARTIFACT}' artifact)"
+            )
+        try:
+            staging.rename(target)
+        except OSError:  # a concurrent download won; use it
+            shutil.rmtree(staging, ignore_errors=True)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    return model_dir
+
+
+def _safe(name: str) -> str:
+    """Registered-model names may contain characters that must not become path segments."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", name).lstrip(".") or "_"

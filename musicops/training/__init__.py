@@ -1,0 +1,1 @@
+"""Fine-tuning: data preparation, the training loop with checkpoints, experiment tracking."""

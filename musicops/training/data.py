@@ -1,0 +1,87 @@
+"""Turn a dataset manifest into training examples: caption tokens + EnCodec codes, delay-patterned.
+
+Audio is read with the same checked reader ingest uses, resampled to the model's rate (scipy's
+polyphase resampler), mixed to mono, cut or padded to a fixed segment, then encoded once up front
+(the codec is frozen during fine-tuning, so encoding per step would be wasted work).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from math import gcd
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+@dataclass
+class EncodedDataset:
+    """Fixed-size training tensors: captions, codes (N, K, T) and where they came from."""
+
+    captions: list[str]
+    codes: Any  # torch.LongTensor (N, K, T)
+    sources: list[str]
+
+    def __len__(self) -> int:
+        return len(self.captions)
+
+
+def resample(samples: np.ndarray, source_rate: int, target_rate: int) -> np.ndarray:
+    """Polyphase resampling (scipy); exact identity when rates match."""
+    if source_rate == target_rate:
+        return samples
+    from scipy.signal import resample_poly
+
+    factor = gcd(source_rate, target_rate)
+    return resample_poly(samples, target_rate // factor, source_rate // factor, axis=0).astype(np.float32)
+
+
+def load_segment(path: str | Path, sample_rate: int, segment_s: float) -> np.ndarray:
+    """Mono float32 audio at `sample_rate`, cut or zero-padded to exactly `segment_s` seconds."""
+    from musicops.audio.io import read_audio
+
+    audio = read_audio(path)
+    mono = resample(audio.mono(), audio.sample_rate, sample_rate)
+    length = int(round(segment_s * sample_rate))
+    if mono.shape[0] >= length:
+        return mono[:length]
+    return np.pad(mono, (0, length - mono.shape[0]))
+
+
+def encode_manifest(model: Any, manifest: Any, segment_s: float, batch_size: int = 8) -> EncodedDataset:
+    """Encode each manifest row's audio with the model's own EnCodec (frozen)."""
+    import torch
+
+    from musicops.models.musicgen import TransformersMusicGen
+
+    assert isinstance(model, TransformersMusicGen)
+    rows = manifest.to_dict("records") if hasattr(manifest, "to_dict") else list(manifest)
+    if not rows:
+        raise ValueError("the manifest has no rows to train on")
+    captions = [str(row["caption"]) for row in rows]
+    sources = [str(row["path"]) for row in rows]
+    codes = []
+    codec = model.model.audio_encoder
+    for start in range(0, len(rows), batch_size):
+        chunk = [load_segment(path, model.sample_rate, segment_s) for path in sources[start:start + batch_size]]
+        values = torch.from_numpy(np.stack(chunk))[:, None, :].to(model.device)
+        with torch.inference_mode():
+            encoded = codec.encode(values, bandwidth=max(codec.config.target_bandwidths))
+        codes.append(encoded.audio_codes[0].cpu())  # (B, K, T)
+    return EncodedDataset(captions, torch.cat(codes).long(), sources)
+
+
+def delay_pattern_labels(codes: Any, pad_token_id: int) -> Any:
+    """(B, K, T) codes -> (B, T+K-1, K) labels where codebook k is shifted right by k steps.
+
+    The positions the delay leaves empty hold the pad token, which MusicGen's loss ignores, and
+    match what the decoder sees at generation time.
+    """
+    import torch
+
+    batch, books, frames = codes.shape
+    labels = torch.full((batch, frames + books - 1, books), pad_token_id, dtype=torch.long)
+    for k in range(books):
+        labels[:, k:k + frames, k] = codes[:, k, :]
+    return labels

@@ -1,0 +1,1 @@
+"""Serving: the registry champion behind a generation API (see issue 7)."""

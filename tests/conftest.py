@@ -1,0 +1,44 @@
+"""Test-wide settings: offline hub, one torch thread, a fresh state directory per test.
+
+On a busy 2-core machine two torch threads turned a 0.5 s training loop into 40 s, so every
+test (and every kfp.local subprocess, through MUSICOPS_TORCH_THREADS) uses one thread.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ["WANDB_MODE"] = "offline"
+os.environ["WANDB_SILENT"] = "true"
+os.environ["MUSICOPS_TORCH_THREADS"] = "1"
+os.environ["OMP_NUM_THREADS"] = "1"
+os.environ.pop("MLFLOW_TRACKING_URI", None)
+
+import pytest  # noqa: E402
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def state_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
+    """Each test gets its own MUSICOPS_HOME (MLflow sqlite store, kfp root, datasets)."""
+    home = tmp_path_factory.mktemp("state")
+    monkeypatch.setenv("MUSICOPS_HOME", str(home))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    return home
+
+
+@pytest.fixture(scope="session")
+def synth_dir(tmp_path_factory: pytest.TempPathFactory):
+    """A small synthetic music dataset shared by the training, registry and pipeline tests."""
+    from musicops.datasets.synth import synthesize
+
+    out = tmp_path_factory.mktemp("synth")
+    synthesize(out, n=6, seed=0, duration_s=1.5)
+    return out
