@@ -6,6 +6,7 @@ version tags for provenance, aliases (`champion`) for promotion.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shutil
 import tempfile
@@ -45,8 +46,11 @@ def parse_model_uri(uri: str) -> ModelRef:
 
 def configure_mlflow(settings: Settings | None = None) -> Settings:
     """Point MLflow at the configured store (the state directory's sqlite file by default)."""
+    import os
+
     import mlflow
 
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     settings = (settings or get_settings()).ensure()
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
     if settings.mlflow_registry_uri:
@@ -98,25 +102,31 @@ def download_version(name: str, version: str, settings: Settings) -> Path:
     import mlflow
 
     target = settings.model_cache / _safe(name) / str(version)
-    model_dir = target / "artifacts" / MUSICGEN_ARTIFACT
-    if model_dir.is_dir():
-        return model_dir
+    if (target / "MLmodel").is_file():
+        return _musicgen_dir(target, f"models:/{name}/{version}")
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{version}-"))
     try:
         mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}", dst_path=str(staging))
-        if not (staging / "artifacts" / MUSICGEN_ARTIFACT).is_dir():
-            raise ModelNotFoundError(
-                f"models:/{name}/{version} is not a musicops MusicGen model (no '{MUSICGEN_ARTIFACT}' artifact)"
-            )
-        try:
+        _musicgen_dir(staging, f"models:/{name}/{version}")
+        with contextlib.suppress(OSError):  # a concurrent download won: use it
             staging.rename(target)
-        except OSError:  # a concurrent download won; use it
-            shutil.rmtree(staging, ignore_errors=True)
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
-    return model_dir
+    return _musicgen_dir(target, f"models:/{name}/{version}")
+
+
+def _musicgen_dir(model_root: Path, uri: str) -> Path:
+    """The MusicGen weights directory inside a downloaded pyfunc model, as its MLmodel file says."""
+    from mlflow.models import Model
+
+    try:
+        flavor = Model.load(str(model_root / "MLmodel")).flavors["python_function"]
+        relative = flavor["artifacts"][MUSICGEN_ARTIFACT]["path"]
+    except (OSError, KeyError, TypeError) as exc:
+        raise ModelNotFoundError(f"{uri} is not a musicops MusicGen model (no '{MUSICGEN_ARTIFACT}' artifact)") from exc
+    return model_root / relative
 
 
 def _safe(name: str) -> str:

@@ -66,8 +66,8 @@ def demo(
 
     manifest = latest_version("demo-synth", settings)
     table = Table(title="where everything is", show_lines=False)
-    table.add_column("what")
-    table.add_column("where")
+    table.add_column("what", no_wrap=True)
+    table.add_column("where", overflow="fold")
     table.add_row("manifest", str(manifest.path))
     table.add_row("validation report", str(manifest.directory / "report.html"))
     table.add_row("MLflow store", settings.mlflow_tracking_uri)

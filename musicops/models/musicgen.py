@@ -137,12 +137,17 @@ class TransformersMusicGen(MusicModel):
 
 @contextlib.contextmanager
 def _quiet_transformers():
-    """MusicGen's configs carry pad ids outside the vocab by design; silence that known warning."""
+    """MusicGen's configs carry pad ids outside the vocab by design: silence that known warning
+    (and the per-file progress bars of tiny local loads)."""
     from transformers.utils import logging as hf_logging
 
     previous = hf_logging.get_verbosity()
+    bars = hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
     try:
         yield
     finally:
         hf_logging.set_verbosity(previous)
+        if bars:
+            hf_logging.enable_progress_bar()

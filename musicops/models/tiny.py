@@ -19,12 +19,67 @@ SAMPLE_RATE = 32_000
 CODEBOOK_SIZE = 2048  # same as musicgen-small; EnCodec's bandwidth arithmetic assumes 11-bit codes
 NUM_CODEBOOKS = 4
 
-_WORDS = (
-    "a an and the with in of at for no soft loud slow fast bright dark warm piano guitar drums bass "
-    "synth lead pad strings organ bell pluck kick snare hat major minor bpm tempo key happy sad calm "
-    "energetic ambient upbeat melancholic playful epic dreamy melody chords beat rhythm groove loop "
-    "jazz rock pop electronic lofi classical cinematic"
-).split()
+_WORDS = [
+    "a",
+    "an",
+    "and",
+    "the",
+    "with",
+    "in",
+    "of",
+    "at",
+    "for",
+    "no",
+    "soft",
+    "loud",
+    "slow",
+    "fast",
+    "bright",
+    "dark",
+    "warm",
+    "piano",
+    "guitar",
+    "drums",
+    "bass",
+    "synth",
+    "lead",
+    "pad",
+    "strings",
+    "organ",
+    "bell",
+    "pluck",
+    "kick",
+    "snare",
+    "hat",
+    "major",
+    "minor",
+    "bpm",
+    "tempo",
+    "key",
+    "happy",
+    "sad",
+    "calm",
+    "energetic",
+    "ambient",
+    "upbeat",
+    "melancholic",
+    "playful",
+    "epic",
+    "dreamy",
+    "melody",
+    "chords",
+    "beat",
+    "rhythm",
+    "groove",
+    "loop",
+    "jazz",
+    "rock",
+    "pop",
+    "electronic",
+    "lofi",
+    "classical",
+    "cinematic",
+]
 _CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789#-,.;:!?'()/&+"
 
 
@@ -52,15 +107,40 @@ def build_tiny_musicgen(seed: int = 0) -> tuple[Any, Any]:
     )
 
     tokenizer = build_tokenizer()
-    text = T5Config(vocab_size=len(tokenizer), d_model=32, d_kv=8, d_ff=64, num_layers=1,
-                    num_decoder_layers=1, num_heads=4, decoder_start_token_id=0)
-    audio = EncodecConfig(sampling_rate=SAMPLE_RATE, audio_channels=1, hidden_size=32, num_filters=4,
-                          num_residual_layers=1, upsampling_ratios=[8, 5, 4, 4], num_lstm_layers=1,
-                          codebook_size=CODEBOOK_SIZE, target_bandwidths=[2.2], normalize=False)
-    decoder = MusicgenDecoderConfig(vocab_size=CODEBOOK_SIZE, hidden_size=32, num_hidden_layers=2,
-                                    ffn_dim=64, num_attention_heads=4, num_codebooks=NUM_CODEBOOKS,
-                                    max_position_embeddings=2048, pad_token_id=CODEBOOK_SIZE,
-                                    bos_token_id=CODEBOOK_SIZE, decoder_start_token_id=CODEBOOK_SIZE)
+    text = T5Config(
+        vocab_size=len(tokenizer),
+        d_model=32,
+        d_kv=8,
+        d_ff=64,
+        num_layers=1,
+        num_decoder_layers=1,
+        num_heads=4,
+        decoder_start_token_id=0,
+    )
+    audio = EncodecConfig(
+        sampling_rate=SAMPLE_RATE,
+        audio_channels=1,
+        hidden_size=32,
+        num_filters=4,
+        num_residual_layers=1,
+        upsampling_ratios=[8, 5, 4, 4],
+        num_lstm_layers=1,
+        codebook_size=CODEBOOK_SIZE,
+        target_bandwidths=[2.2],
+        normalize=False,
+    )
+    decoder = MusicgenDecoderConfig(
+        vocab_size=CODEBOOK_SIZE,
+        hidden_size=32,
+        num_hidden_layers=2,
+        ffn_dim=64,
+        num_attention_heads=4,
+        num_codebooks=NUM_CODEBOOKS,
+        max_position_embeddings=2048,
+        pad_token_id=CODEBOOK_SIZE,
+        bos_token_id=CODEBOOK_SIZE,
+        decoder_start_token_id=CODEBOOK_SIZE,
+    )
     config = MusicgenConfig(text_encoder=text, audio_encoder=audio, decoder=decoder)
     generator_state = torch.random.get_rng_state()
     try:

@@ -47,8 +47,8 @@ def fine_tune(manifest: str | Path, base_model: str = "musicgen-tiny", config: F
     import torch
 
     from musicops.datasets.manifest import load_manifest
+    from musicops.models import pyfunc
     from musicops.models.loading import load_model, resolve_model
-    from musicops.models.pyfunc import MusicGenPyfunc
     from musicops.registry import MUSICGEN_ARTIFACT
     from musicops.training.data import encode_manifest
     from musicops.training.finetune import data_fingerprint, train
@@ -56,8 +56,8 @@ def fine_tune(manifest: str | Path, base_model: str = "musicgen-tiny", config: F
 
     config = config or FineTuneConfig()
     settings = (settings or get_settings()).ensure()
-    frame = load_manifest(manifest)
-    dataset = dataset or manifest_identity(manifest, frame)
+    frame = load_manifest(manifest, settings)
+    dataset = dataset or manifest_identity(manifest, frame, settings)
     resolved = resolve_model(base_model, settings)
     torch.manual_seed(config.seed)
     model = load_model(resolved, settings, device="cuda" if torch.cuda.is_available() else None)
@@ -89,9 +89,9 @@ def fine_tune(manifest: str | Path, base_model: str = "musicgen-tiny", config: F
         run_dir = checkpoint_dir.parent
         plot = plot_loss_curve(result.losses, run_dir / "loss_curve.png", f"fine-tune {dataset['ref']}")
         tracker.log_artifact(plot)
-        model_dir = model.save(run_dir / "model")
+        model_dir = model.save(run_dir / MUSICGEN_ARTIFACT)
         info = mlflow.pyfunc.log_model(
-            name="model", python_model=MusicGenPyfunc(), artifacts={MUSICGEN_ARTIFACT: str(model_dir)},
+            name="model", python_model=pyfunc.__file__, artifacts={MUSICGEN_ARTIFACT: str(model_dir)},
             pip_requirements=PIP_REQUIREMENTS, tags=tags,
         )
         run_id = tracker.run_id or ""
@@ -118,16 +118,15 @@ def register_model(model_uri: str, name: str, tags: dict[str, str], settings: Se
     return str(version.version)
 
 
-def manifest_identity(manifest: str | Path, frame: Any) -> dict[str, str]:
-    """Name, version and content hash of a manifest (from its sidecar when published by ingest)."""
-    from musicops.datasets.manifest import dataset_hash
+def manifest_identity(manifest: str | Path, frame: Any, settings: Settings | None = None) -> dict[str, str]:
+    """Name, version and content hash of a manifest (from its manifest.json when published by ingest)."""
+    from musicops.datasets.manifest import dataset_hash, manifest_info, resolve_manifest
 
-    path = Path(str(manifest))
-    sidecar = (path if path.is_dir() else path.parent) / "manifest.json"
-    if sidecar.is_file():
-        meta = json.loads(sidecar.read_text())
+    try:
+        meta = manifest_info(resolve_manifest(manifest, settings))
         return {"hash": str(meta["dataset_hash"]), "ref": f"{meta['name']}@v{meta['version']}"}
-    return {"hash": dataset_hash(frame.to_dict("records")), "ref": str(manifest)}
+    except (FileNotFoundError, KeyError, ValueError):
+        return {"hash": dataset_hash(frame), "ref": str(manifest)}
 
 
 def licence_of(resolved: Any) -> str:
