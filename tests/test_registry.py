@@ -46,6 +46,8 @@ def test_version_carries_provenance_tags(registered) -> None:
     history = client.get_metric_history(outcome.run_id, "loss")
     assert [m.step for m in history] == [1, 2, 3]
     assert "loss_curve.png" in [a.path for a in client.list_artifacts(outcome.run_id)]
+    offline_runs = list(settings.wandb_dir.glob("wandb/offline-run-*"))
+    assert offline_runs, "W&B mirrors the run offline inside the state directory"
 
 
 def test_load_by_version_and_alias_matches_the_trained_weights(registered) -> None:
