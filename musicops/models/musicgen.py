@@ -106,25 +106,33 @@ class TransformersMusicGen(MusicModel):
         frames = max(1, math.ceil(duration_s * self.frame_rate))
         return frames + self.num_codebooks - 1
 
-    def generate(self, prompts: list[str], params: GenerationParams, seed: int) -> list[np.ndarray]:
+    def generate(self, prompts: list[str], params: GenerationParams, seed: int | list[int]) -> list[np.ndarray]:
+        """Generate one clip per prompt. `seed` may be one seed or one per prompt.
+
+        Sampling draws from a separate generator per prompt (see `_PerItemSampler`), so a clip
+        depends on its own prompt, seed and params, not on which other prompts share its batch.
+        """
         import torch
 
         if not prompts:
             return []
+        seeds = list(seed) if isinstance(seed, list | tuple) else [seed] * len(prompts)
+        if len(seeds) != len(prompts):
+            raise ValueError(f"got {len(seeds)} seeds for {len(prompts)} prompts")
         inputs = self.processor(text=list(prompts), padding=True, return_tensors="pt").to(self.device)
+        from transformers import LogitsProcessorList
+
+        sampler = _PerItemSampler(seeds, self.num_codebooks, params) if params.do_sample else None
         kwargs: dict[str, Any] = {
             "max_new_tokens": self.tokens_for(params.duration_s),
-            "do_sample": params.do_sample,
-            "guidance_scale": params.guidance_scale if params.guidance_scale > 0 else None,
+            "do_sample": False,  # greedy over the sampler's single finite choice, or plain greedy decoding
+            # > 1 doubles the batch into conditional + unconditional halves for classifier-free guidance
+            "guidance_scale": params.guidance_scale if params.guidance_scale > 1 else None,
+            "logits_processor": LogitsProcessorList([sampler]) if sampler else None,
         }
-        if params.do_sample:
-            kwargs.update(temperature=params.temperature, top_k=params.top_k or None,
-                          top_p=params.top_p or None)
         target = int(round(params.duration_s * self.sample_rate))
-        with torch.random.fork_rng(devices=[] if self.device.type == "cpu" else [self.device]):
-            torch.manual_seed(seed)
-            with torch.inference_mode(), _quiet_transformers():
-                audio = self.model.generate(**inputs, **kwargs)
+        with torch.inference_mode(), _quiet_transformers(), _decode_one_by_one(self.model.audio_encoder):
+            audio = self.model.generate(**inputs, **kwargs)
         audio = audio.detach().float().cpu().numpy()  # (batch, channels, samples)
         clips = []
         for clip in audio:
@@ -133,6 +141,74 @@ class TransformersMusicGen(MusicModel):
                 clip = np.pad(clip, ((0, target - clip.shape[0]), (0, 0)))
             clips.append(np.ascontiguousarray(clip, dtype=np.float32))
         return clips
+
+
+class _PerItemSampler:
+    """A logits processor that samples each prompt's next codes with that prompt's own generator.
+
+    transformers samples a whole batch from one global RNG, which ties a clip to its batch mates.
+    This processor does classifier-free guidance, temperature, top-k and top-p itself, draws one
+    token per codebook from the item's generator, and returns scores where only that token is
+    finite, so greedy decoding (and MusicGen's own CFG step, which sees identical halves) keeps it.
+    """
+
+    def __init__(self, seeds: list[int], num_codebooks: int, params: GenerationParams):
+        import torch
+
+        self.generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
+        self.books = num_codebooks
+        self.params = params
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        import torch
+
+        rows = len(self.generators) * self.books
+        guided = scores.float()
+        if scores.shape[0] == 2 * rows:  # conditional rows first, then unconditional
+            cond, uncond = guided[:rows], guided[rows:]
+            guided = uncond + (cond - uncond) * self.params.guidance_scale
+        logits = guided / self.params.temperature
+        if self.params.top_k:
+            kth = torch.topk(logits, min(self.params.top_k, logits.shape[-1]), dim=-1).values[..., -1:]
+            logits = logits.masked_fill(logits < kth, float("-inf"))
+        if self.params.top_p:
+            ordered, index = torch.sort(logits, descending=True, dim=-1)
+            cumulative = ordered.softmax(-1).cumsum(-1)
+            drop = cumulative - ordered.softmax(-1) > self.params.top_p
+            logits = logits.masked_fill(drop.scatter(-1, index, drop), float("-inf"))
+        probs = logits.softmax(-1).cpu()
+        chosen = torch.empty(rows, dtype=torch.long)
+        for item, generator in enumerate(self.generators):
+            part = slice(item * self.books, (item + 1) * self.books)
+            chosen[part] = torch.multinomial(probs[part], 1, generator=generator)[:, 0]
+        forced = torch.full_like(scores, -1e9)
+        chosen = chosen.to(scores.device)
+        forced[torch.arange(rows, device=scores.device), chosen] = 0.0
+        if scores.shape[0] == 2 * rows:
+            forced[rows + torch.arange(rows, device=scores.device), chosen] = 0.0
+        return forced
+
+
+@contextlib.contextmanager
+def _decode_one_by_one(codec: Any):
+    """Decode each clip's codes on its own: batched EnCodec decoding differs in the last float bit
+    with batch size, and assets must be bit-identical whatever batch they were generated in."""
+    import torch
+
+    batched = codec.decode
+
+    def decode(audio_codes: Any, audio_scales: Any = None, *args: Any, **kwargs: Any) -> Any:
+        scales = list(audio_scales) if audio_scales is not None else [None] * audio_codes.shape[1]
+        parts = [batched(audio_codes[:, i:i + 1], [scales[i]], *args, **kwargs) for i in range(audio_codes.shape[1])]
+        first = parts[0]
+        first.audio_values = torch.cat([part.audio_values for part in parts], dim=0)
+        return first
+
+    codec.decode = decode
+    try:
+        yield
+    finally:
+        del codec.decode  # back to the class method
 
 
 @contextlib.contextmanager

@@ -85,3 +85,17 @@ def test_generation_params_are_checked() -> None:
         GenerationParams(duration_s=10_000)
     with pytest.raises(ValueError, match="temperature"):
         GenerationParams(temperature=0)
+
+
+def test_a_clip_does_not_depend_on_its_batch_mates(tiny: TransformersMusicGen) -> None:
+    params = GenerationParams(duration_s=0.5)
+    prompts = ["calm piano", "a much longer prompt about energetic drums and bass at 128 BPM", "dreamy pad"]
+    batch = tiny.generate(prompts, params, seed=[11, 12, 13])
+    for prompt, seed, clip in zip(prompts, [11, 12, 13], batch, strict=True):
+        assert np.array_equal(tiny.generate([prompt], params, seed=seed)[0], clip)
+
+
+def test_greedy_decoding_is_deterministic(tiny: TransformersMusicGen) -> None:
+    params = GenerationParams(duration_s=0.5, do_sample=False)
+    a = tiny.generate(["calm piano"], params, seed=0)[0]
+    assert np.array_equal(a, tiny.generate(["calm piano"], params, seed=99)[0])
