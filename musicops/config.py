@@ -1,7 +1,8 @@
 """One settings object for the whole platform, every field overridable by an environment variable.
 
-Embedded defaults first: the state directory holds a sqlite MLflow store, the kfp pipeline root and
-(later) the asset store; `MLFLOW_TRACKING_URI` swaps in a real MLflow server unchanged.
+Embedded defaults first: the state directory holds a sqlite MLflow store, the kfp pipeline root, the
+asset store and the provenance database; `MLFLOW_TRACKING_URI`, `MUSICOPS_DATABASE_URL` and
+`MUSICOPS_ASSET_STORE` swap in the real services unchanged.
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ class Settings:
     registered_model_name: str
     wandb_mode: str
     wandb_project: str
+    database_url: str = ""
+    asset_store_url: str | None = None
+    price_per_accelerator_hour: float = 0.0
 
     @property
     def mlflow_db(self) -> Path:
@@ -51,18 +55,30 @@ class Settings:
         return self.home / "model-cache"
 
     @property
+    def assets_dir(self) -> Path:
+        """The content-addressed asset store (unless MUSICOPS_ASSET_STORE points elsewhere)."""
+        return self.home / "assets"
+
+    @property
     def wandb_dir(self) -> Path:
         return self.home / "wandb"
 
+    @property
+    def provenance_db(self) -> Path:
+        """The embedded SQLite provenance database behind the default `database_url`."""
+        return self.home / "provenance.db"
+
     def ensure(self) -> Settings:
         """Create the state directory layout; cheap and idempotent."""
-        for path in (self.home, self.mlflow_artifacts, self.kfp_root, self.datasets_dir, self.runs_dir):
+        for path in (self.home, self.mlflow_artifacts, self.kfp_root, self.datasets_dir, self.runs_dir,
+                     self.assets_dir):
             path.mkdir(parents=True, exist_ok=True)
         return self
 
 
 def get_settings(home: str | os.PathLike[str] | None = None) -> Settings:
-    """Read settings from the environment (`MUSICOPS_HOME`, `MLFLOW_TRACKING_URI`, ...)."""
+    """Read settings from the environment (`MUSICOPS_HOME`, `MLFLOW_TRACKING_URI`,
+    `MUSICOPS_DATABASE_URL`, `MUSICOPS_ASSET_STORE`, ...)."""
     root = Path(home or os.environ.get("MUSICOPS_HOME") or ".musicops").expanduser().resolve()
     default_uri = f"sqlite:///{root / 'mlflow.db'}"
     return Settings(
@@ -74,4 +90,8 @@ def get_settings(home: str | os.PathLike[str] | None = None) -> Settings:
         # Online W&B without a network hangs for minutes: offline unless the user says otherwise.
         wandb_mode=os.environ.get("WANDB_MODE", "offline"),
         wandb_project=os.environ.get("WANDB_PROJECT", "musicops"),
+        database_url=os.environ.get("MUSICOPS_DATABASE_URL") or f"sqlite:///{root / 'provenance.db'}",
+        asset_store_url=os.environ.get("MUSICOPS_ASSET_STORE") or None,
+        # Cost metric for batch generation: what one accelerator-hour costs, in your currency.
+        price_per_accelerator_hour=float(os.environ.get("MUSICOPS_PRICE_PER_HOUR", "2.0") or 0),
     )

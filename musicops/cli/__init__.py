@@ -9,7 +9,7 @@ from __future__ import annotations
 import typer
 
 from musicops import __version__
-from musicops.cli import datasets, models, pipelines
+from musicops.cli import assets, datasets, generate, models, pipelines
 from musicops.cli.demo import demo
 
 app = typer.Typer(
@@ -21,6 +21,8 @@ app = typer.Typer(
 )
 app.add_typer(datasets.app, name="datasets", help="Synthesize, ingest and validate audio datasets.")
 app.add_typer(models.app, name="models", help="Generate with and inspect MusicGen models.")
+app.add_typer(generate.app, name="generate", help="Batch generation into the asset store (cache, provenance).")
+app.add_typer(assets.app, name="assets", help="Stored assets and their provenance.")
 app.add_typer(pipelines.app, name="pipelines", help="Run pipelines locally (kfp.local) or compile them.")
 app.command("demo")(demo)
 

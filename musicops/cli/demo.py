@@ -1,7 +1,8 @@
-"""`musicops demo`: the whole foundation loop on embedded defaults, no flags needed.
+"""`musicops demo`: the whole loop on embedded defaults, no flags needed.
 
 synth dataset -> kfp.local pipeline (ingest -> validate -> fine-tune -> register) -> generate two
-clips from the registered version -> print where everything is.
+clips from the registered version (post-processed, checked, stored with provenance) -> print where
+everything is.
 """
 
 from __future__ import annotations
@@ -25,8 +26,7 @@ def demo(
     from musicops.config import get_settings
     from musicops.datasets.manifest import latest_version
     from musicops.datasets.synth import synthesize
-    from musicops.generate import generate_to_files
-    from musicops.models.base import GenerationParams
+    from musicops.generation.batch import BatchOptions, cli_items, deliver, run_batch
     from musicops.models.tiny import TINY_NOTICE
     from musicops.pipelines.local import run_local
     from musicops.registry import configure_mlflow
@@ -59,10 +59,11 @@ def demo(
     configure_mlflow(settings)
     model_version = MlflowClient().get_model_version(name, str(version))
     prompts = ["calm ambient pad in A minor at 80 BPM", "upbeat pop groove with drums and bass at 120 BPM"]
-    out_dir = settings.home / "demo" / "clips" / f"v{version}"
-    _, generated = generate_to_files(f"models:/{name}/{version}", prompts, GenerationParams(duration_s=duration),
-                                     seed, out_dir, settings)
-    console.print(f"[green]3/3[/] generated {len(generated)} clips from models:/{name}/{version}")
+    result = run_batch("<demo>", f"models:/{name}/{version}", BatchOptions(),
+                       settings=settings, items=cli_items(prompts, duration, seed))
+    delivered = deliver(result, settings.home / "demo" / "clips" / f"v{version}", settings)
+    console.print(f"[green]3/3[/] generated {len(result.outcomes)} clips from models:/{name}/{version} "
+                  f"({len(result.failed)} failed quality checks)")
 
     manifest = latest_version("demo-synth", settings)
     table = Table(title="where everything is", show_lines=False)
@@ -76,8 +77,13 @@ def demo(
                   + ", ".join(f"{k}={v}" for k, v in sorted(model_version.tags.items()) if "hash" in k or "base" in k))
     table.add_row("kfp pipeline root", str(settings.kfp_root))
     table.add_row("W&B (offline)", str(settings.wandb_dir))
-    for clip in generated:
-        table.add_row("audio", f"{clip.path} ({clip.duration_s:.2f}s)")
+    table.add_row("asset store", str(settings.assets_dir))
+    table.add_row("provenance db", settings.database_url)
+    for outcome in result.outcomes:
+        table.add_row("asset", f"{outcome.record.asset_id} ({outcome.record.duration_s:.2f}s, "
+                      f"{outcome.record.loudness_after or float('nan'):.1f} LUFS): musicops assets show {outcome.record.asset_id}")
+    for path in delivered:
+        table.add_row("audio", str(path))
     console.print(table)
     console.print(f"done in {time.perf_counter() - started:.1f}s. Browse runs: "
                   f"mlflow ui --backend-store-uri {settings.mlflow_tracking_uri}")

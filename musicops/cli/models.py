@@ -17,23 +17,12 @@ def generate(
     model: str = typer.Option("musicgen-tiny", help="musicgen-tiny, a local model dir, or models:/NAME@ALIAS."),
     duration: float = typer.Option(2.0, help="Seconds of audio per clip."),
     seed: int = typer.Option(0, help="Seed of the first clip; the next clips use seed+1, seed+2, ..."),
-    out: Path = typer.Option(Path("out"), help="Folder for the WAV files."),
+    out: Path = typer.Option(Path("out"), help="Copy the clips that pass their checks here."),
 ) -> None:
-    """Generate one clip per prompt and write WAV files."""
-    from musicops.generate import generate_to_files
-    from musicops.models.base import GenerationParams
-    from musicops.models.tiny import TINY_NOTICE, TINY_PRESET
-    from musicops.registry import ModelNotFoundError
+    """Generate one clip per prompt (through the batch machinery: cache, post-processing, provenance)."""
+    from musicops.cli.generate import generate_prompts
 
-    try:
-        params = GenerationParams(duration_s=duration)
-        info, clips = generate_to_files(model, prompt, params, seed, out)
-    except (ValueError, ModelNotFoundError) as exc:
-        fail(str(exc), 2)
-    if info.name == TINY_PRESET or info.tags.get("musicops.base_model") == TINY_PRESET:
-        console.print(f"[yellow]note:[/] {TINY_NOTICE}")
-    for clip in clips:
-        console.print(f"{clip.path}  {clip.duration_s:.2f}s  seed={clip.seed}  sha256={clip.sha256[:12]}")
+    generate_prompts(prompt, model, duration, seed, out)
 
 
 @app.command("fine-tune")
@@ -67,3 +56,23 @@ def fine_tune_cmd(
     console.print(f"loss {outcome.losses[0]:.3f} -> {outcome.losses[-1]:.3f} in {outcome.seconds:.1f}s"
                   + (f" (resumed from step {outcome.resumed_from})" if outcome.resumed_from else ""))
     console.print(f"MLflow run {outcome.run_id}; registered models:/{name or settings.registered_model_name}/{version}")
+
+
+@app.command("import")
+def import_cmd(
+    directory: Path = typer.Argument(..., help="A local MusicGen directory (config.json, weights, processor)."),
+    name: str = typer.Option("", help="Registered model name (default: MUSICOPS_MODEL_NAME)."),
+    licence: str = typer.Option("", help="Licence of the weights (read from README.md front matter if empty)."),
+) -> None:
+    """Register existing MusicGen weights (for example a local copy of facebook/musicgen-small)."""
+    from musicops.config import get_settings
+    from musicops.models.musicgen import ModelLoadError
+    from musicops.training.run import import_model_dir
+
+    settings = get_settings()
+    target = name or settings.registered_model_name
+    try:
+        version = import_model_dir(directory, target, settings, licence or None)
+    except (ModelLoadError, ValueError) as exc:
+        fail(str(exc), 2)
+    console.print(f"registered models:/{target}/{version}")

@@ -42,6 +42,30 @@ def run_fine_tune(
     console.print(f"[green]registered[/] models:/{name}/{version}")
 
 
+@run_app.command("batch-generate")
+def run_batch_generate(
+    prompts_file: Path = typer.Argument(..., help="JSONL or CSV prompts file."),
+    model: str = typer.Option("musicgen-tiny", help="Model reference (alias resolved once, at the start)."),
+    batch_size: int = typer.Option(8), shard_size: int = typer.Option(16),
+    no_cache: bool = typer.Option(False, "--no-cache"),
+) -> None:
+    """plan -> ParallelFor(shards: generate -> post-process -> store) -> summary, with kfp.local."""
+    from musicops.config import get_settings
+    from musicops.pipelines.local import run_local
+
+    settings = get_settings()
+    if not prompts_file.is_file():
+        fail(f"{prompts_file}: not a file", 2)
+    try:
+        batch_id = run_local("batch-generate", {
+            "prompts_file": str(prompts_file.resolve()), "model_ref": model, "batch_size": batch_size,
+            "shard_size": shard_size, "no_cache": no_cache, "mlflow_tracking_uri": settings.mlflow_tracking_uri,
+        }, settings)
+    except RuntimeError as exc:
+        fail(f"pipeline failed: {exc}")
+    console.print(f"[green]batch[/] {batch_id} done; `musicops assets list --batch {batch_id}` shows its assets")
+
+
 @app.command("compile")
 def compile_cmd(out_dir: Path = typer.Argument(..., help="Folder for one IR YAML per pipeline.")) -> None:
     """Write kfp IR YAML for every pipeline (upload them to a Kubeflow Pipelines cluster)."""

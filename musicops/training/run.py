@@ -43,11 +43,9 @@ def fine_tune(manifest: str | Path, base_model: str = "musicgen-tiny", config: F
               on_step: Callable[[int, dict[str, float]], None] | None = None,
               base_licence: str | None = None, dataset: dict[str, str] | None = None) -> FineTuneOutcome:
     """Fine-tune `base_model` on a validated manifest and log the result as an MLflow model."""
-    import mlflow
     import torch
 
     from musicops.datasets.manifest import load_manifest
-    from musicops.models import pyfunc
     from musicops.models.loading import load_model, resolve_model
     from musicops.registry import MUSICGEN_ARTIFACT
     from musicops.training.data import encode_manifest
@@ -90,14 +88,46 @@ def fine_tune(manifest: str | Path, base_model: str = "musicgen-tiny", config: F
         plot = plot_loss_curve(result.losses, run_dir / "loss_curve.png", f"fine-tune {dataset['ref']}")
         tracker.log_artifact(plot)
         model_dir = model.save(run_dir / MUSICGEN_ARTIFACT)
-        info = mlflow.pyfunc.log_model(
-            name="model", python_model=pyfunc.__file__, artifacts={MUSICGEN_ARTIFACT: str(model_dir)},
-            pip_requirements=PIP_REQUIREMENTS, tags=tags,
-        )
+        model_uri = log_musicgen_model(model_dir, tags)
         run_id = tracker.run_id or ""
     shutil.rmtree(checkpoint_dir, ignore_errors=True)  # finished: a rerun starts a fresh run
-    return FineTuneOutcome(run_id=run_id, model_uri=info.model_uri, model_dir=model_dir, losses=result.losses,
+    return FineTuneOutcome(run_id=run_id, model_uri=model_uri, model_dir=model_dir, losses=result.losses,
                            tags=tags, resumed_from=result.resumed_from, seconds=seconds, loss_plot=plot)
+
+
+def log_musicgen_model(model_dir: Path, tags: dict[str, str]) -> str:
+    """Log a MusicGen directory as an MLflow pyfunc model in the active run; returns its model URI."""
+    import mlflow
+
+    from musicops.models import pyfunc
+    from musicops.registry import MUSICGEN_ARTIFACT
+
+    info = mlflow.pyfunc.log_model(
+        name="model", python_model=pyfunc.__file__, artifacts={MUSICGEN_ARTIFACT: str(model_dir)},
+        pip_requirements=PIP_REQUIREMENTS, tags=tags,
+    )
+    return info.model_uri
+
+
+def import_model_dir(model_dir: str | Path, name: str, settings: Settings | None = None,
+                     licence: str | None = None) -> str:
+    """Register existing weights (a local MusicGen directory, e.g. a copy of musicgen-small) as a new
+    version of `name`, after checking that they load. Returns the version."""
+    from musicops.models.loading import resolve_model
+    from musicops.models.musicgen import TransformersMusicGen
+    from musicops.registry import configure_mlflow, ensure_experiment
+
+    settings = configure_mlflow(settings)
+    resolved = resolve_model(str(model_dir), settings)
+    TransformersMusicGen.from_dir(resolved.reference)  # refuse to register what cannot be loaded
+    tags = {f"{TAG_PREFIX}base_model": resolved.reference, f"{TAG_PREFIX}licence": licence or licence_of(resolved),
+            f"{TAG_PREFIX}code_version": code_version(), f"{TAG_PREFIX}origin": "imported directory"}
+    import mlflow
+
+    with mlflow.start_run(experiment_id=ensure_experiment(settings), run_name=f"import-{Path(model_dir).name}",
+                          tags=tags):
+        model_uri = log_musicgen_model(Path(resolved.reference), tags)
+    return register_model(model_uri, name, tags, settings)
 
 
 def register_model(model_uri: str, name: str, tags: dict[str, str], settings: Settings | None = None) -> str:

@@ -1,0 +1,152 @@
+"""kfp components for batch generation: plan -> (per shard) generate -> post-process -> store -> summary.
+
+Each calls the same library functions as `musicops generate batch` (musicops.generation.batch).
+Audio travels between steps as .npz artifacts.
+"""
+
+# No `from __future__ import annotations` here: kfp reads the real annotation objects.
+from typing import NamedTuple
+
+from kfp import dsl
+from kfp.dsl import Artifact, Input, Metrics, Output
+
+from musicops.components.image import COMPONENT_IMAGE
+
+
+@dsl.component(base_image=COMPONENT_IMAGE, install_kfp_package=False)
+def plan_batch_step(prompts_file: str, model_ref: str, batch_size: int, shard_size: int, no_cache: bool,
+                    musicops_home: str, mlflow_tracking_uri: str,
+                    plan: Output[Artifact]) -> NamedTuple("Outputs", shards=list, model_uri=str, n_pending=int):
+    """Validate prompts, pin the model version (fails before any generation), consult the cache."""
+    import json
+    from collections import namedtuple
+
+    from musicops.components.runtime import component_settings
+    from musicops.generation.batch import BatchOptions, open_batch, plan_batch, plan_to_json, shard_pending
+    from musicops.store.provenance import ProvenanceDB
+
+    settings = component_settings(musicops_home, mlflow_tracking_uri)
+    options = BatchOptions(batch_size=batch_size, use_cache=not no_cache)
+    batch_plan = plan_batch(prompts_file, model_ref, options, settings)
+    db = ProvenanceDB.from_settings(settings)
+    try:
+        open_batch(batch_plan, db)
+    finally:
+        db.close()
+    data = plan_to_json(batch_plan)
+    data["shards"] = shard_pending(batch_plan, shard_size)
+    with open(plan.path, "w") as handle:
+        json.dump(data, handle)
+    plan.metadata.update({"batch_id": batch_plan.batch_id, "model_uri": batch_plan.model.pinned_uri})
+    return namedtuple("Outputs", ["shards", "model_uri", "n_pending"])(
+        list(range(len(data["shards"]))), batch_plan.model.pinned_uri, len(batch_plan.pending))
+
+
+@dsl.component(base_image=COMPONENT_IMAGE, install_kfp_package=False)
+def generate_shard(plan: Input[Artifact], shard: int, musicops_home: str, mlflow_tracking_uri: str,
+                   raw: Output[Artifact]):
+    """Generate the shard's pending items in batches; the model is loaded only if there are any."""
+    import json
+
+    import numpy as np
+
+    from musicops.components.runtime import component_settings
+    from musicops.generation.batch import generate_items, plan_from_json
+    from musicops.models.loading import load_model
+
+    settings = component_settings(musicops_home, mlflow_tracking_uri)
+    with open(plan.path) as handle:
+        data = json.load(handle)
+    batch_plan, indices = plan_from_json(data), data["shards"][shard]
+    arrays, seconds, rate = {}, {}, 0
+    if indices:
+        model = load_model(batch_plan.model, settings)
+        rate = model.sample_rate
+
+        def keep(local, clips, elapsed):
+            for position, clip in zip(local, clips, strict=True):
+                arrays[f"item_{indices[position]}"] = clip
+                seconds[str(indices[position])] = elapsed / len(clips)
+
+        generate_items(model, [batch_plan.items[i] for i in indices], batch_plan.options, keep)
+    np.savez(raw.path + ".npz", **arrays)
+    with open(raw.path, "w") as handle:
+        json.dump({"sample_rate": rate, "seconds": seconds, "indices": indices}, handle)
+
+
+@dsl.component(base_image=COMPONENT_IMAGE, install_kfp_package=False)
+def postprocess_shard(plan: Input[Artifact], raw: Input[Artifact], processed: Output[Artifact]):
+    """DC removal, loudness, true-peak limiter, fades; then the quality checks on the result."""
+    import json
+
+    import numpy as np
+
+    from musicops.generation.batch import plan_from_json, process_clip
+
+    with open(plan.path) as handle:
+        batch_plan = plan_from_json(json.load(handle))
+    with open(raw.path) as handle:
+        meta = json.load(handle)
+    audio = np.load(raw.path + ".npz")
+    arrays, info = {}, {}
+    for index in meta["indices"]:
+        clip = process_clip(audio[f"item_{index}"], meta["sample_rate"], batch_plan.items[index].duration_s,
+                            batch_plan.options)
+        arrays[f"item_{index}"] = clip.samples
+        info[str(index)] = {"sample_rate": clip.sample_rate, "loudness_before": clip.loudness_before,
+                            "loudness_after": clip.loudness_after, "true_peak_after": clip.true_peak_after,
+                            "checks": [c.to_dict() for c in clip.checks], "seconds": meta["seconds"][str(index)]}
+    np.savez(processed.path + ".npz", **arrays)
+    with open(processed.path, "w") as handle:
+        json.dump({"indices": meta["indices"], "info": info}, handle)
+
+
+@dsl.component(base_image=COMPONENT_IMAGE, install_kfp_package=False)
+def store_shard(plan: Input[Artifact], processed: Input[Artifact], musicops_home: str,
+                mlflow_tracking_uri: str) -> int:
+    """Encode WAV/FLAC with provenance tags, write to the asset store, one provenance row each."""
+    import json
+
+    import numpy as np
+
+    from musicops.audio.checks import CheckResult
+    from musicops.components.runtime import component_settings
+    from musicops.generation.batch import ProcessedClip, plan_from_json, store_clip
+    from musicops.store.assets import open_asset_store
+    from musicops.store.provenance import ProvenanceDB
+
+    settings = component_settings(musicops_home, mlflow_tracking_uri)
+    with open(plan.path) as handle:
+        batch_plan = plan_from_json(json.load(handle))
+    with open(processed.path) as handle:
+        meta = json.load(handle)
+    audio = np.load(processed.path + ".npz")
+    store, db = open_asset_store(settings), ProvenanceDB.from_settings(settings)
+    try:
+        for index in meta["indices"]:
+            info = meta["info"][str(index)]
+            clip = ProcessedClip(audio[f"item_{index}"], info["sample_rate"], info["loudness_before"],
+                                 info["loudness_after"], info["true_peak_after"],
+                                 [CheckResult(**c) for c in info["checks"]])
+            store_clip(batch_plan, index, clip, info["seconds"], store, db)
+    finally:
+        db.close()
+    return len(meta["indices"])
+
+
+@dsl.component(base_image=COMPONENT_IMAGE, install_kfp_package=False)
+def summarize_batch(plan: Input[Artifact], stored: list, musicops_home: str, mlflow_tracking_uri: str,
+                    metrics: Output[Metrics]) -> str:
+    """Collect every item's record (stored now or cached before), log the run to MLflow and kfp."""
+    import json
+
+    from musicops.components.runtime import component_settings
+    from musicops.generation.batch import plan_from_json, summarize_plan
+
+    settings = component_settings(musicops_home, mlflow_tracking_uri)
+    with open(plan.path) as handle:
+        batch_plan = plan_from_json(json.load(handle))
+    summary = summarize_plan(batch_plan, settings)
+    for name, value in summary.metrics.items():
+        metrics.log_metric(name, float(value))
+    return batch_plan.batch_id

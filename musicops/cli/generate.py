@@ -1,0 +1,114 @@
+"""`musicops generate ...`: batch generation into the asset store, with provenance and cache."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from musicops.cli.common import console, err_console, fail
+
+app = typer.Typer(no_args_is_help=True)
+
+
+def _options(batch_size: int, no_cache: bool, target_lufs: float, ceiling: float, price: float | None) -> object:
+    from musicops.audio.postprocess import PostProcessSettings
+    from musicops.generation.batch import BatchOptions
+
+    return BatchOptions(batch_size=batch_size, use_cache=not no_cache, price_per_hour=price,
+                        postprocess=PostProcessSettings(target_lufs=target_lufs, true_peak_dbtp=ceiling))
+
+
+@app.command("batch")
+def batch(
+    prompts_file: Path = typer.Argument(..., help="JSONL or CSV: prompt, duration_s[, seed, n_variations, tags]."),
+    model: str = typer.Option("musicgen-tiny", help="musicgen-tiny, a model dir, models:/NAME/VERSION or models:/NAME@ALIAS."),
+    out: Path = typer.Option(None, help="Copy the assets that pass their checks here."),
+    batch_size: int = typer.Option(8, help="Prompts per model call."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Generate even when the cache has the asset."),
+    target_lufs: float = typer.Option(-14.0, help="Loudness target (LUFS)."),
+    ceiling: float = typer.Option(-1.0, help="True-peak ceiling (dBTP)."),
+    price: float = typer.Option(None, help="Accelerator price per hour for the cost metric."),
+) -> None:
+    """Generate every prompt x variation of a prompts file (cache first, then the model)."""
+    from musicops.generation.batch import run_batch
+    from musicops.generation.prompts import PromptsFileError
+    from musicops.registry import ModelNotFoundError
+
+    try:
+        options = _options(batch_size, no_cache, target_lufs, ceiling, price)
+        result = _run_with_progress(lambda progress: run_batch(prompts_file, model, options, progress=progress))
+    except (PromptsFileError, ModelNotFoundError, ValueError) as exc:
+        fail(str(exc), 2)
+    _report(result, out)
+
+
+def generate_prompts(prompts: list[str], model: str, duration: float, seed: int, out: Path | None) -> None:
+    """Shared by `musicops models generate`: prompts from the command line, same machinery."""
+    from musicops.generation.batch import BatchOptions, cli_items, run_batch
+    from musicops.generation.prompts import PromptsFileError
+    from musicops.registry import ModelNotFoundError
+
+    try:
+        items = cli_items(prompts, duration, seed)
+        result = _run_with_progress(lambda progress: run_batch("<command line>", model, BatchOptions(),
+                                                               progress=progress, items=items))
+    except (PromptsFileError, ModelNotFoundError, ValueError) as exc:
+        fail(str(exc), 2)
+    _report(result, out)
+
+
+def _run_with_progress(run: object) -> object:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, transient=False) as bar:
+        task = bar.add_task("assets", total=None)
+
+        def progress(phase: str, done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        return run(progress)  # type: ignore[operator]
+
+
+def _report(result: object, out: Path | None) -> None:
+    from rich.table import Table
+
+    from musicops.generation.batch import deliver
+    from musicops.models.tiny import TINY_NOTICE, TINY_PRESET
+
+    plan = result.plan  # type: ignore[attr-defined]
+    if plan.model.name == TINY_PRESET or plan.model.tags.get("musicops.base_model") == TINY_PRESET:
+        console.print(f"[yellow]note:[/] {TINY_NOTICE}")
+    table = Table(title=f"batch {plan.batch_id} on {plan.model.pinned_uri}")
+    for column in ("line", "var", "asset", "LUFS", "dBTP", "checks", "source"):
+        table.add_column(column, no_wrap=column == "asset")
+    for o in result.outcomes:  # type: ignore[attr-defined]
+        r = o.record
+        failed = [c["name"] for c in r.checks if not c["passed"]]
+        table.add_row(str(o.item.line_no), str(o.item.variation), r.asset_id,
+                      _fmt(r.loudness_after), _fmt(r.true_peak_after),
+                      "[green]pass[/]" if r.passed else f"[red]fail: {', '.join(failed)}[/]",
+                      "cache" if o.cache_hit else "generated")
+    console.print(table)
+    m = result.metrics  # type: ignore[attr-defined]
+    console.print(f"{int(m['n_items'])} assets: {int(m['n_generated'])} generated, {int(m['n_cache_hits'])} from cache, "
+                  f"{int(m['n_failed_checks'])} failed checks (kept out of delivery)")
+    if m["n_generated"]:
+        console.print(f"{m['tracks_per_minute']:.1f} tracks/min, real-time factor {m['real_time_factor']:.3f}, "
+                      f"latency p50 {m.get('latency_p50_s', 0):.2f}s p95 {m.get('latency_p95_s', 0):.2f}s "
+                      f"p99 {m.get('latency_p99_s', 0):.2f}s, cost/generated min {m['cost_per_generated_minute']:.4f}")
+    if result.mlflow_run_id:  # type: ignore[attr-defined]
+        console.print(f"MLflow run {result.mlflow_run_id}")  # type: ignore[attr-defined]
+    if out is not None:
+        paths = deliver(result, out)  # type: ignore[arg-type]
+        console.print(f"delivered {len(paths)} file(s) to {out}")
+    if m.get("n_not_reproduced"):
+        err_console.print(f"[red]{int(m['n_not_reproduced'])} regenerated asset(s) differ from the stored ones "
+                          "(non-deterministic generation?)[/]")
+    if result.failed:  # type: ignore[attr-defined]
+        err_console.print(f"[yellow]{len(result.failed)} asset(s) failed quality checks[/]")  # type: ignore[attr-defined]
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"

@@ -1,0 +1,1 @@
+"""Batch generation: prompts files, planning against the cache, generation, storing with provenance."""

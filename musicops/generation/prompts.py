@@ -1,0 +1,228 @@
+"""Prompts files (JSONL or CSV) parsed strictly: every bad line is reported by number, none skipped.
+
+Fields: `prompt` (required), `duration_s` (required), `seed`, `n_variations`, `tags` (optional).
+Anything else is an error, because a misspelt field (`durations`) silently ignored would
+generate the wrong thing for thousands of tracks.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from musicops.store.cache import normalize_prompt
+
+FIELDS = {"prompt", "duration_s", "seed", "n_variations", "tags"}
+MAX_PROMPT_CHARS = 1000
+MAX_DURATION_S = 60.0
+MAX_VARIATIONS = 16
+MAX_FILE_BYTES = 10 * 1024 * 1024
+MAX_ITEMS = 10_000
+MAX_SEED = 2**31 - 1
+
+
+@dataclass(frozen=True)
+class PromptLine:
+    line_no: int
+    prompt: str
+    duration_s: float
+    seed: int | None
+    n_variations: int
+    tags: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    """One asset to produce: a prompt line's variation with its own seed."""
+
+    line_no: int
+    variation: int
+    prompt: str
+    normalized_prompt: str
+    duration_s: float
+    seed: int
+    tags: tuple[str, ...] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True)
+class LineError:
+    line_no: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"line {self.line_no}: {self.message}"
+
+
+class PromptsFileError(ValueError):
+    """The prompts file cannot be used; `.errors` names each bad line."""
+
+    def __init__(self, path: str, errors: list[LineError]):
+        self.path = path
+        self.errors = errors
+        shown = "\n".join(f"  {e}" for e in errors[:50])
+        more = f"\n  ... and {len(errors) - 50} more" if len(errors) > 50 else ""
+        super().__init__(f"{path}: {len(errors)} bad line(s):\n{shown}{more}")
+
+
+def read_prompts(path: str | Path) -> list[PromptLine]:
+    """Parse and validate a whole prompts file; raise PromptsFileError listing every bad line."""
+    path = Path(path)
+    if not path.is_file():
+        raise PromptsFileError(str(path), [LineError(0, "file not found")])
+    size = path.stat().st_size
+    if size > MAX_FILE_BYTES:
+        raise PromptsFileError(str(path), [LineError(0, f"file too large ({size} bytes > {MAX_FILE_BYTES})")])
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise PromptsFileError(str(path), [LineError(0, f"not UTF-8 text ({exc.reason} at byte {exc.start})")]) from exc
+    suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".ndjson"):
+        raw, errors = _jsonl_records(text)
+    elif suffix == ".csv":
+        raw, errors = _csv_records(text)
+    else:
+        raise PromptsFileError(str(path), [LineError(0, f"unsupported extension {suffix!r}: use .jsonl or .csv")])
+    lines: list[PromptLine] = []
+    for line_no, record in raw:
+        try:
+            lines.append(validate_record(line_no, record))
+        except ValueError as exc:
+            errors.append(LineError(line_no, str(exc)))
+    if not lines and not errors:
+        errors.append(LineError(0, "no prompts in file"))
+    total = sum(line.n_variations for line in lines)
+    if total > MAX_ITEMS:
+        errors.append(LineError(0, f"{total} items requested; the limit per file is {MAX_ITEMS}"))
+    if errors:
+        raise PromptsFileError(str(path), sorted(errors, key=lambda e: e.line_no))
+    return lines
+
+
+def expand(lines: list[PromptLine]) -> list[WorkItem]:
+    """One work item per line x variation. A line without a seed gets one derived from its prompt
+    (and how many identical prompts came before it), so reordering the file keeps cache hits."""
+    seen: Counter[str] = Counter()
+    items = []
+    for line in lines:
+        normalized = normalize_prompt(line.prompt)
+        occurrence = seen[normalized]
+        seen[normalized] += 1
+        base = line.seed if line.seed is not None else derived_seed(normalized, occurrence)
+        for variation in range(line.n_variations):
+            items.append(WorkItem(line.line_no, variation, line.prompt, normalized, line.duration_s,
+                                  (base + variation) % (MAX_SEED + 1), line.tags))
+    return items
+
+
+def derived_seed(normalized_prompt: str, occurrence: int = 0) -> int:
+    digest = hashlib.sha256(f"{occurrence}:{normalized_prompt}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") % (MAX_SEED + 1)
+
+
+def file_sha256(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _jsonl_records(text: str) -> tuple[list[tuple[int, Any]], list[LineError]]:
+    records, errors = [], []
+    for line_no, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append((line_no, json.loads(line)))
+        except json.JSONDecodeError as exc:
+            errors.append(LineError(line_no, f"invalid JSON ({exc.msg} at column {exc.colno})"))
+    return records, errors
+
+
+def _csv_records(text: str) -> tuple[list[tuple[int, Any]], list[LineError]]:
+    reader = csv.reader(io.StringIO(text))
+    try:
+        header = [h.strip() for h in next(reader)]
+    except StopIteration:
+        return [], []
+    except csv.Error as exc:
+        return [], [LineError(1, f"unreadable CSV header ({exc})")]
+    records, errors = [], []
+    unknown = [h for h in header if h not in FIELDS]
+    if unknown:
+        errors.append(LineError(1, f"unknown column(s) {', '.join(map(repr, unknown))}; allowed: {sorted(FIELDS)}"))
+    try:
+        for row in reader:
+            line_no = reader.line_num
+            if not any(cell.strip() for cell in row):
+                continue
+            if len(row) != len(header):
+                errors.append(LineError(line_no, f"{len(row)} cells for {len(header)} columns"))
+                continue
+            records.append((line_no, {k: v for k, v in zip(header, row, strict=True) if k in FIELDS and v != ""}))
+    except csv.Error as exc:
+        errors.append(LineError(reader.line_num, f"unreadable CSV ({exc})"))
+    return records, errors
+
+
+def validate_record(line_no: int, record: Any) -> PromptLine:
+    if not isinstance(record, dict):
+        raise ValueError(f"expected a JSON object, got {type(record).__name__}")
+    unknown = sorted(set(record) - FIELDS)
+    if unknown:
+        raise ValueError(f"unknown field(s) {', '.join(map(repr, unknown))}; allowed: {sorted(FIELDS)}")
+    prompt = record.get("prompt")
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise ValueError("prompt is missing or empty")
+    if len(prompt) > MAX_PROMPT_CHARS:
+        raise ValueError(f"prompt is {len(prompt)} characters; the limit is {MAX_PROMPT_CHARS}")
+    if any(ord(c) < 32 and c not in "\t\n" for c in prompt):
+        raise ValueError("prompt contains control characters")
+    if "duration_s" not in record:
+        raise ValueError("duration_s is missing")
+    duration = _number(record["duration_s"], "duration_s")
+    if not 0 < duration <= MAX_DURATION_S:
+        raise ValueError(f"duration_s must be in (0, {MAX_DURATION_S:g}], got {duration:g}")
+    seed = record.get("seed")
+    if seed is not None:
+        seed = _integer(seed, "seed")
+        if not 0 <= seed <= MAX_SEED:
+            raise ValueError(f"seed must be in [0, {MAX_SEED}], got {seed}")
+    variations = _integer(record.get("n_variations", 1), "n_variations")
+    if not 1 <= variations <= MAX_VARIATIONS:
+        raise ValueError(f"n_variations must be in [1, {MAX_VARIATIONS}], got {variations}")
+    return PromptLine(line_no, prompt.strip(), duration, seed, variations, _tags(record.get("tags")))
+
+
+def _number(value: Any, name: str) -> float:
+    if isinstance(value, bool):
+        raise ValueError(f"{name} must be a number, got {value!r}")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number, got {value!r}") from None
+    if number != number or number in (float("inf"), float("-inf")):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    return number
+
+
+def _integer(value: Any, name: str) -> int:
+    number = _number(value, name)
+    if number != int(number):
+        raise ValueError(f"{name} must be a whole number, got {value!r}")
+    return int(number)
+
+
+def _tags(value: Any) -> tuple[str, ...]:
+    if value is None or value == "":
+        return ()
+    if isinstance(value, str):
+        value = [t for t in (part.strip() for part in value.split(",")) if t]
+    if not isinstance(value, list) or not all(isinstance(t, str) and 0 < len(t) <= 64 for t in value):
+        raise ValueError("tags must be a list of short strings (or comma-separated in CSV)")
+    if len(value) > 32:
+        raise ValueError("at most 32 tags")
+    return tuple(value)

@@ -1,0 +1,160 @@
+"""Content-addressed asset store: audio files named by their sha256.
+
+Naming by content makes writes idempotent (the same bytes always land on the same path), lets
+readers verify what they serve, and lets the batch runner and the API share one directory without
+coordination. Writes are atomic (temp file in the target directory, fsync, rename), so a killed
+writer leaves at most a `.tmp-` file that `sweep_partials` removes, never a truncated asset.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+ALLOWED_FORMATS = frozenset({"wav", "flac", "ogg", "mp3"})
+TEMP_PREFIX = ".tmp-"
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_CHUNK = 1 << 20
+
+
+class AssetCorruptError(ValueError):
+    """A stored file no longer matches its name's hash (disk fault, manual edit, partial copy)."""
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    sha256: str
+    path: Path
+    size: int
+    fmt: str
+
+
+def _fsync_dir(path: Path) -> None:
+    """Persist a rename: without it a crash can forget the new directory entry (POSIX only)."""
+    if os.name != "posix":
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _hash_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class AssetStore:
+    """Files at root/ab/cd/<sha256>.<fmt>; the two fan-out levels keep directories small."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root).expanduser().resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def __repr__(self) -> str:
+        return f"AssetStore({str(self.root)!r})"
+
+    def path_for(self, sha256: str, fmt: str) -> Path:
+        """Map (hash, format) to a path, validating both: request strings never become paths unchecked."""
+        if not isinstance(sha256, str) or not _SHA256.fullmatch(sha256):
+            raise ValueError(f"not a sha256 (64 lowercase hex): {sha256!r}")
+        if not isinstance(fmt, str) or fmt not in ALLOWED_FORMATS:
+            raise ValueError(f"unsupported asset format {fmt!r}; allowed: {sorted(ALLOWED_FORMATS)}")
+        return self.root / sha256[:2] / sha256[2:4] / f"{sha256}.{fmt}"
+
+    def put(self, data: bytes, fmt: str) -> StoredFile:
+        """Store bytes atomically; storing the same bytes again is a no-op (a bad copy is replaced)."""
+        data = bytes(data)
+        sha = hashlib.sha256(data).hexdigest()
+        path = self.path_for(sha, fmt)
+        try:
+            if path.stat().st_size == len(data):
+                return StoredFile(sha, path, len(data), fmt)
+            # Same name, wrong size: a damaged copy. We hold the right bytes, so rewrite it.
+        except FileNotFoundError:
+            pass
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=f".{fmt}", dir=path.parent)
+        tmp = Path(tmp_name)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            # mkstemp makes 0600; a server running as another user must be able to read assets.
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        _fsync_dir(path.parent)
+        return StoredFile(sha, path, len(data), fmt)
+
+    def exists(self, sha256: str, fmt: str) -> bool:
+        return self.path_for(sha256, fmt).is_file()
+
+    def read(self, sha256: str, fmt: str) -> bytes:
+        """Return the bytes after checking them against the name; raises AssetCorruptError if they differ."""
+        path = self.path_for(sha256, fmt)
+        data = path.read_bytes()  # FileNotFoundError for a missing asset
+        actual = hashlib.sha256(data).hexdigest()
+        if actual != sha256:
+            raise AssetCorruptError(f"asset {path} is corrupt: content hashes to {actual}, expected {sha256}")
+        return data
+
+    def verify(self, sha256: str, fmt: str) -> bool:
+        """True when the file exists and its content still hashes to its name (streams, no full read)."""
+        path = self.path_for(sha256, fmt)
+        try:
+            return _hash_file(path) == sha256
+        except FileNotFoundError:
+            return False
+
+    def sweep_partials(self, min_age_s: float = 60.0) -> int:
+        """Remove temp files left by killed writers; returns how many.
+
+        Only files older than `min_age_s` go, so a sweep at startup cannot delete the temp file of a
+        writer that is still running in another process (the API while a batch starts, say).
+        """
+        cutoff = time.time() - min_age_s
+        removed = 0
+        for tmp in self.root.rglob(f"{TEMP_PREFIX}*"):
+            try:
+                if tmp.is_file() and tmp.stat().st_mtime <= cutoff:
+                    tmp.unlink()
+                    removed += 1
+            except FileNotFoundError:
+                continue  # finished or swept by someone else meanwhile
+        return removed
+
+
+def open_asset_store(settings: Any) -> AssetStore:
+    """The asset store the settings name: local `assets_dir` by default, "file:///dir" or a path otherwise."""
+    url = getattr(settings, "asset_store_url", None)
+    if not url:
+        return AssetStore(settings.assets_dir)
+    if "://" not in url:
+        return AssetStore(Path(url))
+    parsed = urlparse(url)
+    scheme = parsed.scheme.lower()
+    if scheme == "file":
+        if parsed.netloc not in ("", "localhost"):
+            raise ValueError(f"file:// asset store must be local, got host {parsed.netloc!r} in {url!r}")
+        return AssetStore(Path(unquote(parsed.path)))
+    if scheme == "s3":
+        raise NotImplementedError(
+            f"S3 asset stores are not implemented yet ({url!r}); set MUSICOPS_ASSET_STORE to a local "
+            "directory or file:// URL, or unset it to use the state directory"
+        )
+    raise ValueError(f"unsupported asset store URL {url!r}: use a path, file:///path or s3://bucket/prefix")
