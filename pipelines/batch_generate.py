@@ -38,4 +38,4 @@ def batch_generate_pipeline(
     summary = summarize_batch(plan=plan.outputs["plan"], stored=dsl.Collected(stored.output),
                               musicops_home=musicops_home, mlflow_tracking_uri=mlflow_tracking_uri)
     summary.set_caching_options(False)
-    return summary.output
+    return summary.outputs["Output"]
