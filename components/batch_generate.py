@@ -5,8 +5,6 @@ Audio travels between steps as .npz artifacts.
 """
 
 # No `from __future__ import annotations` here: kfp reads the real annotation objects.
-from typing import NamedTuple
-
 from kfp import dsl
 from kfp.dsl import Artifact, Input, Metrics, Output
 
@@ -16,10 +14,12 @@ from musicops.components.image import COMPONENT_IMAGE
 @dsl.component(base_image=COMPONENT_IMAGE, install_kfp_package=False)
 def plan_batch_step(prompts_file: str, model_ref: str, batch_size: int, shard_size: int, no_cache: bool,
                     musicops_home: str, mlflow_tracking_uri: str,
-                    plan: Output[Artifact]) -> NamedTuple("Outputs", shards=list, model_uri=str, n_pending=int):
-    """Validate prompts, pin the model version (fails before any generation), consult the cache."""
+                    plan: Output[Artifact]) -> list:
+    """Validate prompts, pin the model version (fails before any generation), consult the cache.
+
+    Returns the shard numbers (the single `Output`, which kfp.local's ParallelFor can iterate).
+    """
     import json
-    from collections import namedtuple
 
     from musicops.components.runtime import component_settings
     from musicops.generation.batch import BatchOptions, open_batch, plan_batch, plan_to_json, shard_pending
@@ -37,9 +37,9 @@ def plan_batch_step(prompts_file: str, model_ref: str, batch_size: int, shard_si
     data["shards"] = shard_pending(batch_plan, shard_size)
     with open(plan.path, "w") as handle:
         json.dump(data, handle)
-    plan.metadata.update({"batch_id": batch_plan.batch_id, "model_uri": batch_plan.model.pinned_uri})
-    return namedtuple("Outputs", ["shards", "model_uri", "n_pending"])(
-        list(range(len(data["shards"]))), batch_plan.model.pinned_uri, len(batch_plan.pending))
+    plan.metadata.update({"batch_id": batch_plan.batch_id, "model_uri": batch_plan.model.pinned_uri,
+                          "n_items": len(batch_plan.items), "n_pending": len(batch_plan.pending)})
+    return list(range(len(data["shards"])))
 
 
 @dsl.component(base_image=COMPONENT_IMAGE, install_kfp_package=False)

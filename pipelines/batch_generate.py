@@ -26,7 +26,8 @@ def batch_generate_pipeline(
                            shard_size=shard_size, no_cache=no_cache, musicops_home=musicops_home,
                            mlflow_tracking_uri=mlflow_tracking_uri)
     plan.set_caching_options(False)
-    with dsl.ParallelFor(plan.outputs["shards"], parallelism=2) as shard:
+    # Iterate the step's single `Output`: kfp.local resolves ParallelFor items only from that name.
+    with dsl.ParallelFor(plan.outputs["Output"], parallelism=2) as shard:
         raw = generate_shard(plan=plan.outputs["plan"], shard=shard, musicops_home=musicops_home,
                              mlflow_tracking_uri=mlflow_tracking_uri)
         raw.set_caching_options(False)

@@ -18,6 +18,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     Float,
@@ -80,7 +81,7 @@ class AssetRow(Base):
     files: Mapped[dict[str, Any]] = mapped_column(_Json)
     prompt: Mapped[str] = mapped_column(Text)
     normalized_prompt: Mapped[str] = mapped_column(Text)
-    seed: Mapped[int] = mapped_column(Integer)
+    seed: Mapped[int] = mapped_column(BigInteger)  # 64-bit RNG seeds overflow INTEGER on PostgreSQL
     params: Mapped[dict[str, Any]] = mapped_column(_Json)
     model_name: Mapped[str] = mapped_column(Text)
     model_version: Mapped[str | None] = mapped_column(String(64), nullable=True)

@@ -278,3 +278,9 @@ def test_in_memory_url_shares_one_database_across_threads() -> None:
         t.start()
         t.join()
         assert mem.count_assets() == 1
+
+
+def test_64_bit_seed_round_trips(db: ProvenanceDB) -> None:
+    stored, _ = db.add_asset(make_record(seed=2**63 - 1))
+    fetched = db.get_asset(stored.asset_id)
+    assert fetched is not None and fetched.seed == 2**63 - 1

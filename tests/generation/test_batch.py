@@ -1,0 +1,196 @@
+"""Batch generation end to end on a registered model: delivery guarantees, provenance, cache, crashes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from musicops.audio.measure import integrated_loudness
+from musicops.audio.postprocess import read_tags, true_peak_dbtp
+from musicops.config import get_settings
+from musicops.generation.batch import BatchOptions, run_batch
+from musicops.generation.prompts import PromptsFileError
+from musicops.registry import ModelNotFoundError
+from musicops.store.assets import TEMP_PREFIX, open_asset_store
+from musicops.store.provenance import ProvenanceDB
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+REQUIRED_FIELDS = ("asset_id", "sha256", "prompt", "normalized_prompt", "seed", "params", "model_name",
+                   "model_version", "model_run_id", "model_uri", "user", "code_version", "postprocess",
+                   "loudness_before", "loudness_after", "true_peak_after", "checks", "created_at", "batch_id")
+QUIET = BatchOptions(log_to_mlflow=False)
+
+
+@pytest.fixture(scope="module")
+def registry_home(tmp_path_factory):
+    """A state directory with the tiny model registered as models:/tiny/1 (alias champion)."""
+    from mlflow import MlflowClient
+
+    from musicops.models.musicgen import TransformersMusicGen
+    from musicops.registry import configure_mlflow
+    from musicops.training.run import import_model_dir
+
+    home = tmp_path_factory.mktemp("batch-home")
+    settings = get_settings(home)
+    model_dir = TransformersMusicGen.from_preset().save(home / "tiny-weights")
+    version = import_model_dir(model_dir, "tiny", settings)
+    configure_mlflow(settings)
+    MlflowClient().set_registered_model_alias("tiny", "champion", version)
+    return home
+
+
+@pytest.fixture()
+def settings(registry_home, monkeypatch):
+    monkeypatch.setenv("MUSICOPS_HOME", str(registry_home))
+    return get_settings()
+
+
+def _count(settings) -> int:
+    db = ProvenanceDB.from_settings(settings)
+    try:
+        return db.count_assets()
+    finally:
+        db.close()
+
+
+def test_example_prompts_become_checked_assets_with_full_provenance(settings) -> None:
+    result = run_batch(EXAMPLES / "prompts.jsonl", "models:/tiny@champion", QUIET, settings)
+    assert len(result.outcomes) == 7  # 5 lines, two of them with 2 variations
+    assert result.plan.model.version == "1" and result.plan.model.pinned_uri == "models:/tiny/1"
+    store = open_asset_store(settings)
+    for outcome in result.outcomes:
+        record = outcome.record
+        assert record.passed, record.checks
+        for name in REQUIRED_FIELDS:
+            assert getattr(record, name) not in (None, "", {}), name
+        assert record.model_version == "1" and record.files.keys() == {"wav", "flac"}
+        path = store.path_for(record.files["wav"]["sha256"], "wav")
+        audio, rate = sf.read(str(path), always_2d=True)
+        assert abs(integrated_loudness(audio, rate) - (-14.0)) <= 0.5
+        assert true_peak_dbtp(audio, rate) <= -1.0
+        assert abs(len(audio) / rate - outcome.item.duration_s) <= 0.05 * outcome.item.duration_s
+        tags = read_tags(path)
+        assert tags["asset_id"] == record.asset_id and tags["model"] == "models:/tiny/1"
+        flac = store.path_for(record.files["flac"]["sha256"], "flac")
+        assert read_tags(flac)["asset_id"] == record.asset_id
+    assert _count(settings) == 7
+
+
+def test_no_cache_regenerates_bit_identical_audio(settings) -> None:
+    before = _count(settings)
+    result = run_batch(EXAMPLES / "prompts.jsonl", "models:/tiny@champion",
+                       BatchOptions(use_cache=False, log_to_mlflow=False), settings)
+    assert result.metrics["n_generated"] == 7
+    assert all(o.identical and not o.created for o in result.outcomes)
+    assert _count(settings) == before
+
+
+def test_second_run_is_all_cache_hits_and_never_loads_the_model(settings) -> None:
+    before = _count(settings)
+    files_before = sorted(p.name for p in settings.assets_dir.rglob("*") if p.is_file())
+    # Take the model's weights away: any attempt to load it would now fail.
+    shutil.rmtree(settings.model_cache, ignore_errors=True)
+    for weights in settings.mlflow_artifacts.rglob("model.safetensors"):
+        weights.unlink()
+    result = run_batch(EXAMPLES / "prompts.jsonl", "models:/tiny@champion", QUIET, settings)
+    assert result.metrics["n_cache_hits"] == 7 and result.metrics["cache_hit_ratio"] == 1.0
+    assert all(o.cache_hit for o in result.outcomes)
+    assert _count(settings) == before
+    assert sorted(p.name for p in settings.assets_dir.rglob("*") if p.is_file()) == files_before
+
+
+def test_bad_prompt_lines_are_named_and_nothing_is_stored(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("MUSICOPS_HOME", str(tmp_path / "home"))
+    settings = get_settings()
+    prompts = tmp_path / "bad.jsonl"
+    prompts.write_text("\n".join([
+        json.dumps({"prompt": "calm piano", "duration_s": 1}),
+        "{oops",
+        json.dumps({"prompt": "", "duration_s": 1}),
+        json.dumps({"prompt": "x", "duration_s": -2}),
+        json.dumps({"prompt": "x", "duration_s": 99999}),
+        json.dumps({"prompt": "y" * 10_000, "duration_s": 1}),
+        json.dumps({"prompt": "z", "duration_s": 1, "mood": "sad"}),
+    ]))
+    with pytest.raises(PromptsFileError) as caught:
+        run_batch(prompts, "musicgen-tiny", QUIET, settings)
+    assert [e.line_no for e in caught.value.errors] == [2, 3, 4, 5, 6, 7]
+    assert _count(settings) == 0
+    assert not [p for p in settings.assets_dir.rglob("*") if p.is_file()]
+
+
+@pytest.mark.parametrize("reference", ["models:/nope@champion", "models:/tiny/42", "models:/tiny@ghost"])
+def test_unknown_models_fail_before_generation(settings, reference) -> None:
+    db = ProvenanceDB.from_settings(settings)
+    batches_before = len(db.list_assets())
+    db.close()
+    with pytest.raises(ModelNotFoundError):
+        run_batch(EXAMPLES / "prompts.jsonl", reference, QUIET, settings)
+    assert _count(settings) == batches_before
+
+
+def test_sigkill_mid_batch_then_rerun_produces_each_missing_asset_once(tmp_path) -> None:
+    home = tmp_path / "home"
+    prompts = tmp_path / "many.jsonl"
+    prompts.write_text("\n".join(json.dumps({"prompt": f"loop number {i} with drums", "duration_s": 2.0, "seed": i})
+                                 for i in range(12)))
+    env = {**os.environ, "MUSICOPS_HOME": str(home), "MUSICOPS_TORCH_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "musicops.cli", "generate", "batch", str(prompts),
+                             "--batch-size", "1"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    settings = get_settings(home)
+    deadline = time.monotonic() + 120
+    killed_at = 0
+    while time.monotonic() < deadline and proc.poll() is None:
+        if (home / "provenance.db").exists():
+            killed_at = _count(settings)
+            if killed_at >= 3:
+                break
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done_before = {r.asset_id: r.created_at for r in ProvenanceDB.from_settings(settings).list_assets()}
+    assert 3 <= len(done_before) < 12, "the kill must land mid-batch"
+
+    result = run_batch(prompts, "musicgen-tiny", QUIET, settings)
+    hits = [o for o in result.outcomes if o.cache_hit]
+    made = [o for o in result.outcomes if not o.cache_hit]
+    assert {o.record.asset_id for o in hits} == set(done_before)
+    assert len(made) == 12 - len(done_before) and all(o.created for o in made)
+    after = {r.asset_id: r.created_at for r in ProvenanceDB.from_settings(settings).list_assets()}
+    assert len(after) == 12
+    assert all(after[a] == t for a, t in done_before.items()), "completed assets are kept untouched"
+    assert not list(settings.assets_dir.rglob(f"{TEMP_PREFIX}*")), "no partial files remain"
+    store = open_asset_store(settings)
+    for outcome in result.outcomes:
+        assert store.verify(outcome.record.sha256, "wav")
+
+
+def test_cli_prompts_use_the_same_machinery(tmp_path, monkeypatch) -> None:
+    from typer.testing import CliRunner
+
+    from musicops.cli import app
+
+    monkeypatch.setenv("MUSICOPS_HOME", str(tmp_path / "home"))
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["models", "generate", "-p", "calm piano", "-p", "sad cello",
+                                      "--duration", "1.0", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "noise-like" in result.output
+    files = sorted(out.glob("*.wav"))
+    assert len(files) == 2
+    for path in files:
+        data, rate = sf.read(str(path))
+        assert rate == 32000 and abs(len(data) - 32000) <= 1600
+        assert np.isfinite(data).all()
+    assert _count(get_settings()) == 2
