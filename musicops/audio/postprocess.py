@@ -44,7 +44,7 @@ _DC_HIGHPASS_HZ = 10.0
 # this module's true peak agrees with the textbook `max|resample_poly(x, 4, 1)|` measurement.
 _TAPS_PER_PHASE = 20
 _GEMM_BLOCK = 16  # frames per row of the interpolation matrix product (fastest on small CPUs)
-_GEMM_ROWS = 1024  # rows per matrix product, so its output stays in cache
+_GEMM_ROWS = 256  # rows per product: stays in cache and under OpenBLAS's threading threshold
 
 # soundfile's string fields; anything else travels JSON-encoded inside 'comment'.
 TAG_FIELDS = ("title", "copyright", "software", "artist", "comment", "date", "album", "license",
