@@ -5,7 +5,14 @@ Keep this module import-light: the CLI imports it on every start.
 
 from __future__ import annotations
 
+import os
+
 __version__ = "0.1.0"
+
+# No network here, and none assumed for users: MLflow's telemetry sender otherwise waits at exit
+# (minutes, measured) trying to reach its server. Users may still opt in by setting these.
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 
 def code_version() -> str:
