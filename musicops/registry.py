@@ -53,8 +53,9 @@ def configure_mlflow(settings: Settings | None = None) -> Settings:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     settings = (settings or get_settings()).ensure()
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
-    if settings.mlflow_registry_uri:
-        mlflow.set_registry_uri(settings.mlflow_registry_uri)
+    # Always set both: a registry URI left over from an earlier configuration in this process would
+    # otherwise keep pointing at another store.
+    mlflow.set_registry_uri(settings.mlflow_registry_uri or settings.mlflow_tracking_uri)
     return settings
 
 

@@ -8,6 +8,7 @@ from typing import Any
 PIPELINES: dict[str, str] = {
     "fine-tune": "musicops.pipelines.fine_tune:fine_tune_pipeline",
     "batch-generate": "musicops.pipelines.batch_generate:batch_generate_pipeline",
+    "evaluate": "musicops.pipelines.evaluate:evaluate_pipeline",
 }
 
 

@@ -206,7 +206,17 @@ class ProcessedClip:
 
 def process_clip(samples: np.ndarray, sample_rate: int, expected_duration_s: float,
                  options: BatchOptions) -> ProcessedClip:
-    """Post-process, then run the quality checks on exactly what will be delivered."""
+    """Post-process, then run the quality checks on exactly what will be delivered.
+
+    Non-finite model output cannot be post-processed or encoded: it is checked as it came out (so the
+    `finite` check fails and names it), stored with the bad samples zeroed, and never delivered.
+    """
+    if not np.isfinite(samples).all():
+        checks = run_checks(samples, sample_rate, expected_duration_s,
+                            thresholds_for(options.postprocess, options.loudness_tolerance_lu))
+        zeroed = np.nan_to_num(np.asarray(samples, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+        zeroed = zeroed[:, None] if zeroed.ndim == 1 else zeroed
+        return ProcessedClip(zeroed, sample_rate, -math.inf, -math.inf, -math.inf, checks)
     processed = postprocess(samples, sample_rate, options.postprocess)
     checks = run_checks(processed.samples, processed.sample_rate, expected_duration_s,
                         thresholds_for(options.postprocess, options.loudness_tolerance_lu))
