@@ -114,3 +114,13 @@ def test_comparing_results_of_different_provenance_is_refused(models, tmp_path) 
     assert same.exit_code == 0, same.output
     refused = runner.invoke(app, ["eval", "compare", str(first), str(second)])
     assert refused.exit_code == 2 and "refused" in refused.output and "embedder" in refused.output
+
+
+def test_evaluate_pipeline_runs_under_kfp_local(models) -> None:
+    from musicops.config import get_settings
+    from musicops.pipelines.local import run_local
+
+    settings = get_settings()
+    verdict = run_local("evaluate", {"candidate": str(models["silent"]), "baseline": str(models["healthy"]),
+                                     "mlflow_tracking_uri": settings.mlflow_tracking_uri}, settings)
+    assert verdict == "regression"
