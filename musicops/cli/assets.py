@@ -13,18 +13,19 @@ app = typer.Typer(no_args_is_help=True)
 
 @app.command("show")
 def show(asset_id: str = typer.Argument(..., help="Asset id (a_...)")) -> None:
-    """Print an asset's provenance record as JSON."""
+    """Print an asset's provenance record (and gate verdicts) as JSON."""
     from musicops.config import get_settings
     from musicops.store.provenance import ProvenanceDB
 
     db = ProvenanceDB.from_settings(get_settings())
     try:
         record = db.get_asset(asset_id)
+        gates = db.gates_for(asset_id) if record is not None else []
     finally:
         db.close()
     if record is None:
         fail(f"no asset {asset_id!r}", 2)
-    console.print_json(json.dumps(record.to_dict()))
+    console.print_json(json.dumps({**record.to_dict(), "gates": gates}))
 
 
 @app.command("list")

@@ -122,6 +122,23 @@ class BatchRow(Base):
     counts: Mapped[dict[str, Any]] = mapped_column(_Json)
 
 
+class GateRow(Base):
+    """Verdicts of gates run on an asset after it was stored (copyright similarity, MOS, ...).
+
+    A table of its own (not columns on `assets`), so adding it to an existing database needs no
+    migration: `create_all` creates missing tables.
+    """
+
+    __tablename__ = "asset_gates"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    asset_id: Mapped[str] = mapped_column(String(128), index=True)
+    gate: Mapped[str] = mapped_column(String(64))
+    passed: Mapped[bool] = mapped_column(Boolean)
+    details: Mapped[dict[str, Any]] = mapped_column(_Json)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
 def _json_safe(value: Any) -> Any:
     """Plain JSON with no NaN/inf (PostgreSQL's JSON rejects them; silence measures -inf LUFS)."""
     if isinstance(value, float):
@@ -405,6 +422,22 @@ class ProvenanceDB:
         with self._sessions() as session:
             row = session.get(BatchRow, batch_id)
             return _batch_record(row) if row is not None else None
+
+    # gates
+
+    def record_gate(self, asset_id: str, gate: str, passed: bool, details: dict[str, Any]) -> None:
+        """Append a gate verdict to an asset's provenance (earlier verdicts are kept)."""
+        if self.get_asset(asset_id) is None:
+            raise KeyError(f"no asset {asset_id!r}")
+        with self._sessions.begin() as session:
+            session.add(GateRow(asset_id=asset_id, gate=gate, passed=bool(passed), details=_json_safe(details),
+                                created_at=datetime.now(UTC)))
+
+    def gates_for(self, asset_id: str) -> list[dict[str, Any]]:
+        with self._sessions() as session:
+            rows = session.scalars(select(GateRow).where(GateRow.asset_id == asset_id).order_by(GateRow.id))
+            return [{"gate": r.gate, "passed": r.passed, "details": r.details, "created_at": r.created_at.isoformat()}
+                    for r in rows]
 
     def close(self) -> None:
         """Release pooled connections (and SQLite file handles)."""

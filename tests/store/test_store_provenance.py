@@ -284,3 +284,21 @@ def test_64_bit_seed_round_trips(db: ProvenanceDB) -> None:
     stored, _ = db.add_asset(make_record(seed=2**63 - 1))
     fetched = db.get_asset(stored.asset_id)
     assert fetched is not None and fetched.seed == 2**63 - 1
+
+
+def test_gate_verdicts_append_to_an_assets_provenance(tmp_path) -> None:
+    from musicops.store.provenance import ProvenanceDB
+
+    db = ProvenanceDB(f"sqlite:///{tmp_path / 'p.db'}")
+    try:
+        with pytest.raises(KeyError):
+            db.record_gate("a_missing", "copyright", True, {})
+        record = make_record()
+        db.add_asset(record)
+        db.record_gate(record.asset_id, "copyright", False, {"work": "w1", "offset_s": 1.5, "score": float("nan")})
+        db.record_gate(record.asset_id, "copyright", True, {"work": None})
+        gates = db.gates_for(record.asset_id)
+        assert [g["passed"] for g in gates] == [False, True]
+        assert gates[0]["details"] == {"work": "w1", "offset_s": 1.5, "score": None}
+    finally:
+        db.close()
