@@ -160,3 +160,28 @@ def versions(name: str = typer.Option(..., "--name", help="Catalog name.")) -> N
                       str(info["counts"]["hashes"]), "-" if threshold is None else f"{threshold:.4f}",
                       info["created_at"])
     console.print(table)
+
+
+@app.command()
+def gate(
+    name: str = typer.Option(..., "--name", help="Catalog name."),
+    batch: str = typer.Option(None, "--batch", help="Check every asset of this batch."),
+    asset: list[str] = typer.Option(None, "--asset", help="Asset id (repeatable)."),
+) -> None:
+    """Copyright gate on stored assets; verdicts go into provenance. Exit 1 if any asset is blocked."""
+    from rich.table import Table
+
+    from musicops.evaluation.catalog.assets_gate import gate_assets
+
+    try:
+        results = gate_assets(name, list(asset or []), batch)
+    except (KeyError, ValueError, FileNotFoundError) as exc:
+        fail(str(exc).strip("'\""), 2)
+    table = Table(title=f"copyright gate: catalog {name}")
+    for column in ("asset", "verdict", "reason"):
+        table.add_column(column, overflow="fold")
+    for r in results:
+        table.add_row(r.asset_id, "[red]BLOCKED[/]" if r.blocked else "[green]pass[/]", r.reason)
+    console.print(table)
+    if any(r.blocked for r in results):
+        raise typer.Exit(1)
