@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from musicops.audio.io import AUDIO_EXTENSIONS
+from musicops.names import safe_name
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -38,7 +39,6 @@ METADATA_FILES = ("metadata.jsonl", "metadata.csv")
 CAPTION_KEYS = ("caption", "text", "description")  # audiofolder datasets name the column variously
 # Files that legitimately sit next to audio and are neither audio nor something to report.
 SIDECAR_NAMES = {"readme", "readme.md", "readme.txt", "license", "license.txt", ".gitattributes"}
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 VERSION_DIR = re.compile(r"^v(\d{4,})$")
 
 
@@ -85,13 +85,8 @@ class ManifestVersion:
 
 
 def validate_name(name: str) -> str:
-    """Refuse dataset names that could escape the datasets directory or confuse a shell."""
-    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name) or ".." in name:
-        raise ValueError(
-            f"invalid dataset name {name!r}: use 1-64 letters, digits, '.', '_' or '-', "
-            "starting with a letter or digit, and no '..'"
-        )
-    return name
+    """Refuse dataset names that could escape the dataset directory or confuse a shell."""
+    return safe_name(name, "dataset")
 
 
 # --- scanning ------------------------------------------------------------------------------------

@@ -28,13 +28,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from musicops.evaluation.catalog import fingerprint as fp
+from musicops.names import safe_name
 
 if TYPE_CHECKING:
     from musicops.config import Settings
     from musicops.evaluation.catalog.index import VectorIndex
     from musicops.evaluation.embedders import Embedder
 
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 VERSION_DIR = re.compile(r"^v(\d{4,})$")
 INFO_FILE = "catalog.json"
 WORKS_FILE = "works.json"
@@ -149,10 +149,7 @@ class CatalogVersion:
 
 def validate_name(name: str) -> str:
     """Refuse catalog names that could escape the catalog directory or confuse a shell."""
-    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name) or ".." in name:
-        raise ValueError(f"invalid catalog name {name!r}: use 1-64 letters, digits, '.', '_' or '-', "
-                         "starting with a letter or digit, and no '..'")
-    return name
+    return safe_name(name, "catalog")
 
 
 def _settings(settings: Settings | None) -> Settings:

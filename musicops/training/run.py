@@ -135,10 +135,10 @@ def register_model(model_uri: str, name: str, tags: dict[str, str], settings: Se
     import mlflow
     from mlflow import MlflowClient
 
+    from musicops.names import safe_name
     from musicops.registry import configure_mlflow
 
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", name):
-        raise ValueError(f"invalid registered model name {name!r}: use letters, digits, '.', '_' or '-'")
+    safe_name(name, "registered model")
     configure_mlflow(settings)
     version = mlflow.register_model(model_uri, name, tags=tags)
     client = MlflowClient()
