@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export WANDB_MODE ?= offline
 
-.PHONY: install demo test lint clean-state
+.PHONY: install demo test lint clean-state chromium
 
 $(STAMP): pyproject.toml requirements/constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,7 +20,13 @@ install: $(STAMP)
 demo: install
 	$(BIN)/musicops demo
 
-test: install
+# Browser tests drive Debian's Chromium (/usr/bin/chromium) through Playwright; Playwright's own
+# browser download cannot run here. CI runs as root; a no-op once installed.
+chromium:
+	@test -x /usr/bin/chromium || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+		apt-get install -y -qq --no-install-recommends chromium >/dev/null)
+
+test: install chromium
 	$(BIN)/ruff check .
 	$(BIN)/pytest
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import typer
 
 from musicops import __version__
-from musicops.cli import assets, catalog, datasets, generate, models, pipelines
+from musicops.cli import assets, catalog, datasets, generate, models, mos, pipelines
 from musicops.cli import eval as eval_cli
 from musicops.cli.demo import demo
 
@@ -25,6 +25,7 @@ app.add_typer(models.app, name="models", help="Generate with and inspect MusicGe
 app.add_typer(generate.app, name="generate", help="Batch generation into the asset store (cache, provenance).")
 app.add_typer(assets.app, name="assets", help="Stored assets and their provenance.")
 app.add_typer(eval_cli.app, name="eval", help="Regression suite and metric comparisons.")
+app.add_typer(mos.app, name="mos", help="MOS listening tests: campaigns, rating server, results, export.")
 app.add_typer(catalog.app, name="catalog", help="Reference catalog and copyright-similarity gate.")
 app.add_typer(pipelines.app, name="pipelines", help="Run pipelines locally (kfp.local) or compile them.")
 app.command("demo")(demo)

@@ -1,0 +1,142 @@
+"""MOS campaign tables (SQLAlchemy 2): campaigns, their assets, raters, per-rater items, ratings.
+
+Own metadata with `mos_`-prefixed tables, so the MOS store can share a PostgreSQL database with the
+provenance tables without name clashes, and live in its own SQLite file (`HOME/mos.db`) by default.
+Integrity rules live in the schema where a race could break them: one rating per item (the item
+belongs to exactly one rater, so one rating per (rater, item)), one token hash per rater, one
+rater index per campaign (the index seeds the rater's assignment).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+)
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.pool import StaticPool
+
+from musicops.store.provenance import UTCDateTime, _sqlite_pragmas
+
+SQLITE_BUSY_S = 30.0
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class CampaignRow(Base):
+    __tablename__ = "mos_campaigns"
+
+    campaign_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    name: Mapped[str] = mapped_column(Text)
+    method: Mapped[str] = mapped_column(String(16))
+    scale_min: Mapped[float] = mapped_column(Float)
+    scale_max: Mapped[float] = mapped_column(Float)
+    quorum: Mapped[int] = mapped_column(Integer)
+    clips_per_rater: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    seed: Mapped[int] = mapped_column(BigInteger)
+    n_traps: Mapped[int] = mapped_column(Integer)
+    instructions: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class CampaignAssetRow(Base):
+    __tablename__ = "mos_campaign_assets"
+
+    campaign_id: Mapped[str] = mapped_column(ForeignKey("mos_campaigns.campaign_id"), primary_key=True)
+    asset_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer)
+    audio_sha256: Mapped[str] = mapped_column(String(64))
+    model_version: Mapped[str | None] = mapped_column(Text, nullable=True)
+    role: Mapped[str] = mapped_column(String(16))
+    gold_score: Mapped[float | None] = mapped_column(Float, nullable=True)
+    prompt: Mapped[str] = mapped_column(Text)
+
+
+class RaterRow(Base):
+    __tablename__ = "mos_raters"
+    __table_args__ = (UniqueConstraint("campaign_id", "rater_index", name="uq_mos_rater_index"),)
+
+    rater_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    campaign_id: Mapped[str] = mapped_column(ForeignKey("mos_campaigns.campaign_id"), index=True)
+    rater_index: Mapped[int] = mapped_column(Integer)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)  # sha256 hex; the token is never stored
+    invited_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    consented_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    screened_out: Mapped[bool] = mapped_column(Boolean, default=False)
+    screen_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    screened_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class ItemRow(Base):
+    __tablename__ = "mos_items"
+    __table_args__ = (UniqueConstraint("rater_id", "position", name="uq_mos_item_position"),)
+
+    item_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    rater_id: Mapped[str] = mapped_column(ForeignKey("mos_raters.rater_id"), index=True)
+    campaign_id: Mapped[str] = mapped_column(String(40), index=True)
+    position: Mapped[int] = mapped_column(Integer)
+    asset_id: Mapped[str] = mapped_column(String(128))
+    kind: Mapped[str] = mapped_column(String(8))  # rate | gold | trap
+    prompt: Mapped[str] = mapped_column(Text)
+    trap_expected: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # MUSHRA: the open reference played next to the item
+    reference_asset_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+
+
+class RatingRow(Base):
+    __tablename__ = "mos_ratings"
+
+    item_id: Mapped[str] = mapped_column(ForeignKey("mos_items.item_id"), primary_key=True)
+    rater_id: Mapped[str] = mapped_column(String(40), index=True)
+    campaign_id: Mapped[str] = mapped_column(String(40), index=True)
+    score: Mapped[float] = mapped_column(Float)
+    submission_id: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+def make_engine(url: str) -> Engine:
+    """Engine for a SQLAlchemy URL; SQLite gets WAL + busy timeout (as the provenance DB) to share a file."""
+    if not url:
+        raise ValueError("the MOS store needs a database URL")
+    parsed = make_url(url)
+    sqlite = parsed.get_backend_name() == "sqlite"
+    # A server can drop idle connections (ping first); a local SQLite file cannot, and the ping is an
+    # extra round trip on every checkout of the rating hot path.
+    kwargs: dict[str, Any] = {"pool_pre_ping": not sqlite}
+    if sqlite:
+        database = parsed.database
+        if not database or database == ":memory:" or database.startswith("file:"):
+            # One shared in-memory database; the default pool would give each thread its own.
+            kwargs.update(poolclass=StaticPool, connect_args={"check_same_thread": False})
+        else:
+            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            kwargs["connect_args"] = {"timeout": SQLITE_BUSY_S}
+    engine = create_engine(url, **kwargs)
+    if sqlite:
+        event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def create_tables(engine: Engine) -> None:
+    """create_all checks then creates; two processes starting together can both try, so retry once."""
+    try:
+        Base.metadata.create_all(engine)
+    except (OperationalError, ProgrammingError, IntegrityError):
+        Base.metadata.create_all(engine)

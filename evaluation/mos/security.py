@@ -1,0 +1,163 @@
+"""Security helpers for the MOS rating app: CSRF tokens, the signing secret, admin checks, log redaction.
+
+CSRF tokens are stateless: ``<issued>.<nonce>.<hmac>`` where the HMAC (SHA-256) covers the rater id,
+the form's name, the issue time and the nonce. A token minted for one rater's consent form is
+therefore useless for another rater or another form, and verifying it needs no storage. Tokens are
+not single-use on purpose: a double-POST of the same rating form must reach the service, which
+answers it idempotently via the form's ``submission_id``.
+
+The signing secret comes from ``MUSICOPS_MOS_SECRET`` or, when that is unset, from a random secret
+persisted (mode 0600) in the state directory, so restarts and several worker processes agree on it.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import hmac
+import logging
+import os
+import re
+import secrets
+import stat
+import tempfile
+import time
+from pathlib import Path
+
+SECRET_ENV = "MUSICOPS_MOS_SECRET"
+ADMIN_TOKEN_ENV = "MUSICOPS_MOS_ADMIN_TOKEN"
+SECRET_FILE = "mos-secret"
+# A rating page left open over lunch must still submit; a leaked token must not live forever.
+DEFAULT_CSRF_MAX_AGE_S = 24 * 3600
+_MIN_SECRET_BYTES = 16
+
+log = logging.getLogger(__name__)
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def load_secret(home: Path | None = None) -> bytes:
+    """The HMAC key: ``MUSICOPS_MOS_SECRET`` if set, else ``<home>/mos-secret`` (created 0600 when missing).
+
+    Without ``home`` (and without the env var) the secret is random per process: forms rendered by
+    one process do not verify in another.
+    """
+    env = os.environ.get(SECRET_ENV)
+    if env:
+        if len(env.encode()) < _MIN_SECRET_BYTES:
+            raise ValueError(f"{SECRET_ENV} is too short: use at least {_MIN_SECRET_BYTES} random bytes")
+        return env.encode()
+    if home is None:
+        return secrets.token_bytes(32)
+    home = Path(home)
+    home.mkdir(parents=True, exist_ok=True)
+    path = home / SECRET_FILE
+    try:
+        return _read_secret(path)
+    except FileNotFoundError:
+        pass
+    # Write a complete file under a temp name, then link it into place: two processes starting at
+    # once both succeed, one wins the link, and nobody ever reads a half-written secret.
+    fd, tmp_name = tempfile.mkstemp(prefix=".tmp-mos-secret-", dir=home)  # mkstemp creates 0600
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(secrets.token_hex(32).encode())
+            fh.flush()
+            os.fsync(fh.fileno())
+        with contextlib.suppress(FileExistsError):  # another process won: use its secret
+            os.link(tmp_name, path)
+    finally:
+        os.unlink(tmp_name)
+    return _read_secret(path)
+
+
+def _read_secret(path: Path) -> bytes:
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        log.warning("MOS secret file %s was readable by others (mode %o); restricting it to 0600", path, mode)
+        os.chmod(path, 0o600)
+    data = path.read_bytes().strip()
+    if len(data) < _MIN_SECRET_BYTES:
+        raise ValueError(f"MOS secret file {path} is empty or too short; delete it to regenerate")
+    return data
+
+
+class CsrfSigner:
+    """Mint and check CSRF tokens bound to (rater id, form name)."""
+
+    def __init__(self, secret: bytes, max_age_s: float = DEFAULT_CSRF_MAX_AGE_S) -> None:
+        if len(secret) < _MIN_SECRET_BYTES:
+            raise ValueError("CSRF secret too short")
+        self._key = hashlib.sha256(b"musicops-mos-csrf-v1\x00" + secret).digest()
+        self.max_age_s = max_age_s
+
+    def _mac(self, rater_id: str, form: str, issued: str, nonce: str) -> str:
+        msg = "\x00".join(("v1", str(rater_id), form, issued, nonce)).encode()
+        return _b64(hmac.new(self._key, msg, hashlib.sha256).digest())
+
+    def issue(self, rater_id: str, form: str, now: float | None = None) -> str:
+        issued = str(int(time.time() if now is None else now))
+        nonce = _b64(secrets.token_bytes(12))
+        return f"{issued}.{nonce}.{self._mac(rater_id, form, issued, nonce)}"
+
+    def verify(self, token: str | None, rater_id: str, form: str, now: float | None = None) -> bool:
+        """True only for an untampered, unexpired token minted for this rater and form (constant-time)."""
+        if not token or not isinstance(token, str) or len(token) > 200:
+            return False
+        parts = token.split(".")
+        if len(parts) != 3:
+            return False
+        issued, nonce, mac = parts
+        if not issued.isdigit():
+            return False
+        expected = self._mac(rater_id, form, issued, nonce)
+        if not hmac.compare_digest(expected.encode(), mac.encode()):
+            return False
+        age = (time.time() if now is None else now) - int(issued)
+        return -60 <= age <= self.max_age_s
+
+
+def admin_token() -> str | None:
+    """The results-page admin token (``MUSICOPS_MOS_ADMIN_TOKEN``), or None when unset."""
+    return os.environ.get(ADMIN_TOKEN_ENV) or None
+
+
+def check_admin(supplied: str | None, client_host: str | None, expected: str | None) -> bool:
+    """Admin access: with a token configured, the supplied one must match (constant-time); without one,
+    only loopback clients are allowed."""
+    if expected:
+        return bool(supplied) and hmac.compare_digest(supplied.encode(), expected.encode())
+    return client_host in {"127.0.0.1", "::1", "localhost"}
+
+
+_TOKEN_IN_PATH = re.compile(r"(/r/)[^/?#\s\"]+")
+_ADMIN_IN_QUERY = re.compile(r"((?:^|[?&])admin=)[^&#\s\"]*")
+
+
+def redact(text: str) -> str:
+    """Replace invite tokens (``/r/<token>/...``) and ``admin=`` query values in a URL or log line."""
+    return _ADMIN_IN_QUERY.sub(r"\1<redacted>", _TOKEN_IN_PATH.sub(r"\1<token>", text))
+
+
+class RedactTokensFilter(logging.Filter):
+    """Logging filter that scrubs tokens from records (uvicorn's access log puts the path in ``args``)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and record.args:
+            record.args = tuple(redact(a) if isinstance(a, str) else a for a in record.args)
+        elif isinstance(record.args, dict):
+            record.args = {k: redact(v) if isinstance(v, str) else v for k, v in record.args.items()}
+        if isinstance(record.msg, str):
+            record.msg = redact(record.msg)
+        return True
+
+
+def install_log_redaction(logger_names: tuple[str, ...] = ("uvicorn.access", "uvicorn.error")) -> None:
+    """Attach one RedactTokensFilter to each named logger (idempotent)."""
+    for name in logger_names:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactTokensFilter) for f in logger.filters):
+            logger.addFilter(RedactTokensFilter())
