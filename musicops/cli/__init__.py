@@ -12,6 +12,7 @@ from musicops import __version__
 from musicops.cli import assets, catalog, datasets, generate, models, mos, pipelines
 from musicops.cli import eval as eval_cli
 from musicops.cli.demo import demo
+from musicops.cli.release import gate, registry_app
 
 app = typer.Typer(
     name="musicops",
@@ -29,6 +30,8 @@ app.add_typer(mos.app, name="mos", help="MOS listening tests: campaigns, rating 
 app.add_typer(catalog.app, name="catalog", help="Reference catalog and copyright-similarity gate.")
 app.add_typer(pipelines.app, name="pipelines", help="Run pipelines locally (kfp.local) or compile them.")
 app.command("demo")(demo)
+app.command("gate")(gate)
+app.add_typer(registry_app, name="registry", help="Promote and roll back model versions (aliases).")
 
 
 def _version_callback(value: bool) -> None:
