@@ -9,6 +9,7 @@ PIPELINES: dict[str, str] = {
     "fine-tune": "musicops.pipelines.fine_tune:fine_tune_pipeline",
     "batch-generate": "musicops.pipelines.batch_generate:batch_generate_pipeline",
     "evaluate": "musicops.pipelines.evaluate:evaluate_pipeline",
+    "release": "musicops.pipelines.release:release_pipeline",
 }
 
 

@@ -66,11 +66,11 @@ def run_release_gates(candidate: str, baseline: str | None = None, *, settings: 
     base = resolve_model(baseline, settings) if baseline else None
     report = ReleaseReport(cand.pinned_uri, base.pinned_uri if base else None, [],
                            datetime.now(UTC).isoformat(timespec="seconds"), str(out) if out else None)
-    regression = _guard("regression", lambda: _regression_gate(cand, base, suite, out, settings))
+    regression = guard("regression", lambda: regression_gate(cand, base, suite, out, settings))
     report.gates.append(regression)
-    report.gates.append(_guard("copyright", lambda: _copyright_gate(regression, catalog, settings)))
-    report.gates.append(_guard("mos", lambda: _mos_gate(cand, base, mos_campaign, settings)))
-    report.gates.append(_guard("licence", lambda: _licence_gate(cand, alias)))
+    report.gates.append(guard("copyright", lambda: copyright_gate(regression, catalog, settings)))
+    report.gates.append(guard("mos", lambda: mos_gate(cand, base, mos_campaign, settings)))
+    report.gates.append(guard("licence", lambda: licence_gate(cand, alias)))
     if out is not None:
         write_release_outputs(report, out)
     if cand.kind == "registry":
@@ -78,14 +78,14 @@ def run_release_gates(candidate: str, baseline: str | None = None, *, settings: 
     return report
 
 
-def _guard(name: str, run: Any) -> GateVerdict:
+def guard(name: str, run: Any) -> GateVerdict:
     try:
         return run()
     except Exception as exc:  # noqa: BLE001 - an unexpected failure must read as "could not evaluate"
         return GateVerdict(name, ERROR, f"{type(exc).__name__}: {exc}")
 
 
-def _regression_gate(cand: Any, base: Any, suite: Any, out: Path | None, settings: Settings) -> GateVerdict:
+def regression_gate(cand: Any, base: Any, suite: Any, out: Path | None, settings: Settings) -> GateVerdict:
     from musicops.evaluation.regression import DEFAULT_SUITE, run_regression
 
     if base is None:
@@ -100,7 +100,7 @@ def _regression_gate(cand: Any, base: Any, suite: Any, out: Path | None, setting
                        str(target / "report.html") if target else None)
 
 
-def _copyright_gate(regression: GateVerdict, catalog: str | None, settings: Settings) -> GateVerdict:
+def copyright_gate(regression: GateVerdict, catalog: str | None, settings: Settings) -> GateVerdict:
     if not catalog:
         return GateVerdict("copyright", SKIPPED, "no catalog configured (--catalog NAME)")
     assets = regression.figures.get("candidate_assets") or []
@@ -116,7 +116,7 @@ def _copyright_gate(regression: GateVerdict, catalog: str | None, settings: Sett
                        {"blocked": [r.asset_id for r in blocked], "checked": len(results)})
 
 
-def _mos_gate(cand: Any, base: Any, campaign: str | None, settings: Settings) -> GateVerdict:
+def mos_gate(cand: Any, base: Any, campaign: str | None, settings: Settings) -> GateVerdict:
     if not campaign:
         return GateVerdict("mos", SKIPPED, "MOS gate switched off for this run (no --mos-campaign)")
     from musicops.evaluation.mos.service import MosService
@@ -143,7 +143,7 @@ def _mos_gate(cand: Any, base: Any, campaign: str | None, settings: Settings) ->
                        f"{theirs.mos:.2f}", figures)
 
 
-def _licence_gate(cand: Any, alias: str) -> GateVerdict:
+def licence_gate(cand: Any, alias: str) -> GateVerdict:
     from musicops.release.promotion import licence_blocks
 
     licence = cand.tags.get("musicops.licence") if cand.kind == "registry" else None
@@ -152,6 +152,15 @@ def _licence_gate(cand: Any, alias: str) -> GateVerdict:
         return GateVerdict("licence", FAIL, reason, {"licence": licence})
     return GateVerdict("licence", PASS, f"licence {licence or 'unknown'!r} allowed for alias {alias!r}",
                        {"licence": licence})
+
+
+def verdict_from_json(text: str) -> GateVerdict:
+    """Gate verdicts cross kfp step boundaries as JSON strings."""
+    return GateVerdict(**json.loads(text))
+
+
+def verdict_to_json(verdict: GateVerdict) -> str:
+    return json.dumps(asdict(verdict), default=str)
 
 
 def log_verdicts(report: ReleaseReport, cand: Any, settings: Settings) -> None:

@@ -116,3 +116,18 @@ def test_non_commercial_weights_cannot_become_a_commercial_champion(tmp_path, mo
 def test_unknown_candidate_could_not_evaluate(tmp_path) -> None:
     result = CliRunner().invoke(app, ["gate", "--candidate", "models:/m/99", "--out", str(tmp_path)])
     assert result.exit_code == 2 and "could not evaluate" in result.output
+
+
+def test_release_pipeline_under_kfp_local_promotes_a_healthy_candidate() -> None:
+    from mlflow import MlflowClient
+
+    from musicops.pipelines.local import run_local
+
+    MlflowClient().set_registered_model_alias("m", "champion", "1")
+    settings = get_settings()
+    outcome = run_local("release", {"candidate": "models:/m/2", "baseline": "models:/m@champion",
+                                    "mlflow_tracking_uri": settings.mlflow_tracking_uri}, settings)
+    assert outcome == "promoted models:/m/2 to @champion"
+    assert current_alias("m", "champion") == "2" and current_alias("m", "previous") == "1"
+    assert MlflowClient().get_model_version("m", "2").tags["musicops.gate.copyright"] == "skipped"
+    CliRunner().invoke(app, ["registry", "rollback", "m"])

@@ -1,0 +1,92 @@
+"""kfp components for the release pipeline: one step per gate, then promote.
+
+Each gate step returns its verdict as JSON; `promote_step` moves `champion` only if no gate failed
+(skipped gates are recorded as skipped, never as passed) and logs every verdict to the candidate.
+"""
+
+# No `from __future__ import annotations` here: kfp reads the real annotation objects.
+from kfp import dsl
+from kfp.dsl import HTML, Output
+
+from musicops.components.image import COMPONENT_IMAGE
+
+
+@dsl.component(base_image=COMPONENT_IMAGE, install_kfp_package=False)
+def regression_gate_step(candidate: str, baseline: str, suite_path: str, musicops_home: str,
+                         mlflow_tracking_uri: str, report: Output[HTML]) -> str:
+    """Batch-generates the suite with candidate and champion (cached), embeds, compares."""
+    import tempfile
+    from pathlib import Path
+
+    from musicops.components.runtime import component_settings
+    from musicops.models.loading import resolve_model
+    from musicops.release.gates import guard, regression_gate, verdict_to_json
+
+    settings = component_settings(musicops_home, mlflow_tracking_uri)
+    cand = resolve_model(candidate, settings)
+    base = resolve_model(baseline, settings) if baseline else None
+    with tempfile.TemporaryDirectory() as tmp:
+        verdict = guard("regression", lambda: regression_gate(cand, base, suite_path or None, Path(tmp), settings))
+        page = Path(tmp) / "regression" / "report.html"
+        with open(report.path, "w") as handle:
+            handle.write(page.read_text() if page.is_file() else f"<p>{verdict.detail}</p>")
+    return verdict_to_json(verdict)
+
+
+@dsl.component(base_image=COMPONENT_IMAGE, install_kfp_package=False)
+def copyright_gate_step(regression: str, catalog: str, musicops_home: str, mlflow_tracking_uri: str) -> str:
+    from musicops.components.runtime import component_settings
+    from musicops.release.gates import copyright_gate, guard, verdict_from_json, verdict_to_json
+
+    settings = component_settings(musicops_home, mlflow_tracking_uri)
+    previous = verdict_from_json(regression)
+    return verdict_to_json(guard("copyright", lambda: copyright_gate(previous, catalog or None, settings)))
+
+
+@dsl.component(base_image=COMPONENT_IMAGE, install_kfp_package=False)
+def mos_gate_step(candidate: str, baseline: str, mos_campaign: str, musicops_home: str,
+                  mlflow_tracking_uri: str) -> str:
+    """Empty `mos_campaign` switches the gate off for this run: recorded as skipped."""
+    from musicops.components.runtime import component_settings
+    from musicops.models.loading import resolve_model
+    from musicops.release.gates import guard, mos_gate, verdict_to_json
+
+    settings = component_settings(musicops_home, mlflow_tracking_uri)
+    cand = resolve_model(candidate, settings)
+    base = resolve_model(baseline, settings) if baseline else None
+    return verdict_to_json(guard("mos", lambda: mos_gate(cand, base, mos_campaign or None, settings)))
+
+
+@dsl.component(base_image=COMPONENT_IMAGE, install_kfp_package=False)
+def licence_gate_step(candidate: str, alias: str, musicops_home: str, mlflow_tracking_uri: str) -> str:
+    from musicops.components.runtime import component_settings
+    from musicops.models.loading import resolve_model
+    from musicops.release.gates import guard, licence_gate, verdict_to_json
+
+    settings = component_settings(musicops_home, mlflow_tracking_uri)
+    cand = resolve_model(candidate, settings)
+    return verdict_to_json(guard("licence", lambda: licence_gate(cand, alias)))
+
+
+@dsl.component(base_image=COMPONENT_IMAGE, install_kfp_package=False)
+def promote_step(candidate: str, baseline: str, alias: str, regression: str, copyright: str, mos: str,
+                 licence: str, musicops_home: str, mlflow_tracking_uri: str) -> str:
+    """Logs every verdict to the candidate's version; promotes only when no gate failed or errored."""
+    from datetime import UTC, datetime
+
+    from musicops.components.runtime import component_settings
+    from musicops.models.loading import resolve_model
+    from musicops.release.gates import ReleaseReport, log_verdicts, verdict_from_json
+    from musicops.release.promotion import promote
+
+    settings = component_settings(musicops_home, mlflow_tracking_uri)
+    cand = resolve_model(candidate, settings)
+    gates = [verdict_from_json(v) for v in (regression, copyright, mos, licence)]
+    report = ReleaseReport(cand.pinned_uri, baseline or None, gates, datetime.now(UTC).isoformat(timespec="seconds"))
+    log_verdicts(report, cand, settings)
+    for gate in gates:
+        print(f"gate {gate.name}: {gate.status}: {gate.detail}")
+    if not report.passed:
+        return f"blocked: {report.to_dict()['verdict']}"
+    done = promote(cand.name, cand.version, settings, alias=alias)
+    return f"promoted models:/{done.name}/{done.version} to @{done.alias}"
