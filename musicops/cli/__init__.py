@@ -11,8 +11,10 @@ import typer
 from musicops import __version__
 from musicops.cli import assets, catalog, datasets, generate, models, mos, pipelines
 from musicops.cli import eval as eval_cli
+from musicops.cli import keys as keys_cli
 from musicops.cli.demo import demo
 from musicops.cli.release import gate, registry_app
+from musicops.cli.serve import serve
 
 app = typer.Typer(
     name="musicops",
@@ -32,6 +34,8 @@ app.add_typer(pipelines.app, name="pipelines", help="Run pipelines locally (kfp.
 app.command("demo")(demo)
 app.command("gate")(gate)
 app.add_typer(registry_app, name="registry", help="Promote and roll back model versions (aliases).")
+app.add_typer(keys_cli.app, name="keys", help="API keys for the generation server (stored hashed).")
+app.command("serve")(serve)
 
 
 def _version_callback(value: bool) -> None:

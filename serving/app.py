@@ -1,0 +1,145 @@
+"""The FastAPI application: `create_app(config)` builds it, `run_server(config)` serves it.
+
+One process holds one model: the model thread batches requests (see `engine`), so scale out with
+replicas (KServe, see deploy/kserve.yaml), not uvicorn workers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from musicops import __version__
+from musicops.config import Settings, get_settings
+from musicops.generation.batch import SamplingOptions
+from musicops.models.loading import ResolvedModel
+from musicops.serving.config import ServeConfig, torch_threads_from_env
+from musicops.serving.context import RequestContextMiddleware, configure_logging
+from musicops.serving.engine import Engine, request_items
+from musicops.serving.jobs import Job, JobRunner, JobStore
+from musicops.serving.keys import KeyStore, RateLimiter
+from musicops.serving.metrics import ServerMetrics
+from musicops.serving.model_manager import ModelManager
+from musicops.serving.schemas import request_models
+from musicops.serving.service import ApiError, Service, error_response
+from musicops.serving.signing import UrlSigner, load_secret
+
+log = logging.getLogger(__name__)
+
+
+def build_service(config: ServeConfig, settings: Settings | None = None,
+                  initial: ResolvedModel | None = None) -> Service:
+    settings = (settings or get_settings(config.home)).ensure()
+    serve_dir = settings.home / "serve"
+    metrics = ServerMetrics()
+    manager = ModelManager(config.model, settings, config.poll_interval_s, metrics, initial)
+    engine = Engine(manager, settings, config.max_batch_size, config.max_wait_ms, metrics, config.formats,
+                    config.finish_processes)
+    keys = KeyStore.for_home(settings.home)
+    jobs = JobStore.for_home(settings.home)
+    signer = UrlSigner(load_secret(serve_dir), config.url_ttl_s)
+
+    def plan_job(job: Job) -> Any:
+        request = job.request
+        items = request_items(request["prompt"], request["duration_s"], request.get("seed"),
+                              request.get("n_variations", 1), request.get("tags") or [])
+        options = engine.options(SamplingOptions(**request["sampling"]), job.user)
+        return engine.plan(items, options, f"api:/v1/jobs/{job.job_id}", batch_id=job.job_id)
+
+    def render_result(job: Job, outcomes: list[Any]) -> dict[str, Any]:
+        first = outcomes[0].record
+        return {"asset_ids": [o.record.asset_id for o in outcomes], "cache_hits": [o.cache_hit for o in outcomes],
+                "variations": [o.item.variation for o in outcomes],
+                "model": {"name": first.model_name, "version": first.model_version, "uri": first.model_uri}}
+
+    def refund(job: Job) -> None:
+        key = next((k for k in keys.all() if k.key_id == job.key_id), None)
+        if key is not None:
+            keys.refund(key, job.reserved_seconds, job.created_at.date().isoformat())
+
+    runner = JobRunner(jobs, engine, plan_job, render_result, signer, config.job_concurrency, metrics, refund)
+    metrics.track_queue("model", engine.queue_depth)
+    metrics.track_queue("jobs", runner.queued)
+    return Service(config, settings, metrics, manager, engine, keys, RateLimiter(), signer, jobs, runner)
+
+
+def create_app(config: ServeConfig | None = None, settings: Settings | None = None,
+               initial: ResolvedModel | None = None) -> FastAPI:
+    config = config or ServeConfig()
+    svc = build_service(config, settings, initial)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        svc.manager.start()
+        svc.engine.start()
+        svc.runner.start()
+        log.info("serving %s on http://%s:%d (auth %s)", config.model, config.host, config.port,
+                 "on" if config.require_keys else "OFF")
+        try:
+            yield
+        finally:
+            svc.runner.stop()
+            svc.manager.stop()
+            svc.engine.stop()
+            svc.jobs.close()
+            svc.keys.close()
+
+    app = FastAPI(title="musicops generation API", version=__version__, lifespan=lifespan,
+                  description="Text-to-music generation on the registry champion: sync, async jobs, "
+                              "streaming, signed asset URLs, provenance audit. Send an API key as "
+                              "`Authorization: Bearer <key>` (created with `musicops keys create`).")
+    app.state.svc = svc
+    generate_request, stream_request, job_request = request_models(config)
+
+    from musicops.serving.routers import assets, generate, jobs, ops
+
+    app.include_router(generate.build_router(generate_request, stream_request))
+    app.include_router(jobs.build_router(job_request))
+    app.include_router(assets.router)
+    app.include_router(ops.models)
+    app.include_router(ops.ops)
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError) -> Any:
+        svc.metrics.error(exc.cause)
+        return error_response(request, exc.status, exc.code, exc.message, exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> Any:
+        svc.metrics.error("validation")
+        problems = []
+        for error in exc.errors():
+            where = ".".join(str(p) for p in error.get("loc", ()) if p != "body") or "body"
+            problems.append(f"{where}: {error.get('msg', 'invalid')}")
+        return error_response(request, 422, "invalid_request", "; ".join(problems)[:2000])
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> Any:
+        if exc.status_code == 404:
+            svc.metrics.error("not_found")
+        return error_response(request, exc.status_code, "http_error", str(exc.detail), getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> Any:
+        svc.metrics.error("internal")
+        log.error("unhandled %s on %s %s", type(exc).__name__, request.method, request.url.path, exc_info=exc)
+        return error_response(request, 500, "internal_error", "internal error; see the server log for this request id")
+
+    app.add_middleware(RequestContextMiddleware, metrics=svc.metrics)
+    return app
+
+
+def run_server(config: ServeConfig, initial: ResolvedModel | None = None, log_level: str = "info") -> None:
+    import uvicorn
+
+    configure_logging(log_level)
+    torch_threads_from_env()
+    app = create_app(config, initial=initial)
+    uvicorn.run(app, host=config.host, port=config.port, log_config=None, access_log=False,
+                log_level=log_level, timeout_graceful_shutdown=10)

@@ -1,0 +1,386 @@
+"""Generation for the API: the batch pipeline's steps behind a dynamic batcher.
+
+A request becomes a `BatchPlan` over the same work items, cache keys (`item_params`,
+`model_identity`, `cache_key`) and options as a one-line prompts file, so the API and
+`musicops generate batch` hit each other's cache, and assets and provenance rows are identical.
+Cache hits are answered from the provenance DB without touching the model.
+
+Misses go to one model thread. It takes the oldest waiting request and every other waiting request
+with compatible params (same duration and sampling options) up to `max_batch_size` items, waiting at
+most `max_wait_ms` for more only while other requests are being admitted (a lone request never
+waits), and runs them as one `generate_items` call on the model in service at that moment. Clips
+are bit-identical whatever batch they are in (per-prompt generators), so batching never changes an
+asset. Each clip is then post-processed (`process_clip`) and stored (`store_clip`) while the model
+thread runs the next batch: in `finish_processes` worker processes (see `finisher`), or on a thread
+of this process when that is 0.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from musicops.config import Settings
+from musicops.generation.batch import (
+    BatchOptions,
+    BatchPlan,
+    ClipOutcome,
+    SamplingOptions,
+    batch_metrics,
+    generate_items,
+    item_params,
+    open_batch,
+    process_clip,
+    store_clip,
+)
+from musicops.generation.prompts import WorkItem, expand, validate_record
+from musicops.store.assets import open_asset_store
+from musicops.store.cache import cache_key
+from musicops.store.provenance import ProvenanceDB
+
+log = logging.getLogger(__name__)
+Progress = Callable[[int, int], None]
+
+
+class GenerationError(RuntimeError):
+    """The model or the store failed for this request (details are logged, not sent to clients)."""
+
+
+@dataclass
+class Ticket:
+    """One request's work while it waits for and goes through the model."""
+
+    plan: BatchPlan
+    future: Future
+    on_progress: Progress | None
+    created: float = field(default_factory=time.monotonic)
+    outcomes: dict[int, ClipOutcome] = field(default_factory=dict)
+    opened: bool = False
+    started: float = 0.0
+
+    @property
+    def pending(self) -> list[int]:
+        return [i for i in range(len(self.plan.items)) if i not in self.outcomes]
+
+    @property
+    def compat(self) -> tuple[Any, ...]:
+        """Requests with equal compat keys can share one model call."""
+        return (self.plan.items[0].duration_s, self.plan.options.sampling)
+
+
+def new_batch_id(prefix: str = "api") -> str:
+    return f"{prefix}-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:12]}"
+
+
+def request_items(prompt: str, duration_s: float, seed: int | None = None, n_variations: int = 1,
+                  tags: list[str] | tuple[str, ...] = ()) -> list[WorkItem]:
+    """A request's work items: checked and expanded exactly like one line of a prompts file
+    (same limits, same derived seeds), so the API and batch files share cache entries."""
+    record: dict[str, Any] = {"prompt": prompt, "duration_s": duration_s, "n_variations": n_variations}
+    if seed is not None:
+        record["seed"] = seed
+    if tags:
+        record["tags"] = list(tags)
+    return expand([validate_record(1, record)])
+
+
+class Engine:
+    def __init__(self, manager: Any, settings: Settings, max_batch_size: int = 8, max_wait_ms: float = 10.0,
+                 metrics: Any = None, formats: tuple[str, ...] = ("wav", "flac"), finish_processes: int = 1) -> None:
+        self.manager = manager
+        self.settings = settings
+        self.max_batch_size = max_batch_size
+        self.max_wait_s = max_wait_ms / 1000.0
+        self.metrics = metrics
+        self.formats = formats
+        self.db = ProvenanceDB.from_settings(settings)
+        self.store = open_asset_store(settings)
+        self._cond = threading.Condition()
+        self._queue: list[Ticket] = []
+        self._arriving = 0
+        self._finishing: queue.Queue[Any] = queue.Queue()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.finish_processes = finish_processes
+        self._pool: Any = None
+        self._outcome_lock = threading.Lock()
+        self.seconds_per_item = 0.05  # running estimate for ETAs (EWMA of model seconds per clip)
+        self.in_model = 0  # items in the model call now
+
+    # lifecycle
+
+    def start(self) -> None:
+        self.store.sweep_partials()
+        if self.finish_processes > 0:
+            self._pool = self._new_pool()
+        for name, target in (("model-worker", self._work), ("finisher", self._finish_loop)):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self) -> None:
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+        self._finishing.put(None)
+        for thread in self._threads:
+            thread.join(timeout=10)
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)  # workers exit with the server
+        self.db.close()
+
+    def _new_pool(self) -> Any:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        from musicops.serving import finisher
+
+        pool = ProcessPoolExecutor(self.finish_processes, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=finisher.init_worker, initargs=(self.settings,))
+        pool.submit(finisher.ping)  # start the workers now, in the background
+        return pool
+
+    # planning (request threads)
+
+    def options(self, sampling: SamplingOptions, user: str) -> BatchOptions:
+        return BatchOptions(batch_size=self.max_batch_size, sampling=sampling, formats=self.formats, user=user,
+                            log_to_mlflow=False)
+
+    def plan(self, items: list[WorkItem], options: BatchOptions, source: str, batch_id: str | None = None,
+             loaded: Any = None, count: bool = True) -> BatchPlan:
+        """`plan_batch` for a model already resolved and loaded: the same keys and cache test, without
+        re-resolving the reference or opening a database per request (a cache hit costs ~1 ms)."""
+        loaded = loaded or self.manager.current
+        keys = [cache_key(i.normalized_prompt, item_params(i, options), loaded.model_id, i.seed) for i in items]
+        found = self.db.find_by_cache_keys(sorted(set(keys)))
+        cached = {k: r for k, r in found.items()
+                  if all(self.store.exists(f["sha256"], fmt) for fmt, f in r.files.items())}
+        plan = BatchPlan(batch_id or new_batch_id(), source, "", loaded.resolved, loaded.model_id, items, keys,
+                         cached, options)
+        if count and self.metrics:
+            hits = sum(1 for k in keys if k in cached)
+            self.metrics.cache(hits, len(keys) - hits)
+        return plan
+
+    @contextlib.contextmanager
+    def arriving(self) -> Iterator[None]:
+        """Mark a request as on its way to the batcher, so a forming batch waits for it (max_wait_ms)."""
+        with self._cond:
+            self._arriving += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._arriving -= 1
+                self._cond.notify_all()
+
+    def submit(self, plan: BatchPlan, on_progress: Progress | None = None) -> Future:
+        """Future of the plan's `ClipOutcome`s in item order; resolved at once when all are cached.
+        Blocking (a database write on a miss): call it from a worker thread, not the event loop."""
+        ticket = Ticket(plan, Future(), on_progress)
+        ticket.future.set_running_or_notify_cancel()
+        self._take_cached(ticket)
+        if not ticket.pending:
+            self._resolve(ticket)
+            return ticket.future
+        # The batch row goes in here, on the caller's thread, so the model thread only generates.
+        open_batch(plan, self.db)
+        ticket.opened = True
+        with self._cond:
+            self._queue.append(ticket)
+            self._cond.notify_all()
+        return ticket.future
+
+    def queue_depth(self) -> int:
+        with self._cond:
+            return sum(len(t.pending) for t in self._queue)
+
+    def eta_s(self, items_ahead: int) -> float:
+        """Rough seconds until `items_ahead` more clips are through the model."""
+        return (items_ahead + self.in_model) * self.seconds_per_item
+
+    # the model thread
+
+    def _work(self) -> None:
+        while not self._stop.is_set():
+            batch = self._next_batch()
+            if batch:
+                try:
+                    self._run(batch)
+                except Exception as exc:  # never let one bad batch stop the worker
+                    log.exception("model batch failed")
+                    for ticket in batch:
+                        self._fail(ticket, exc)
+
+    def _next_batch(self) -> list[Ticket]:
+        with self._cond:
+            while not self._queue:
+                if self._stop.is_set():
+                    return []
+                self._cond.wait(0.5)
+            first = self._queue[0]
+            deadline = first.created + self.max_wait_s
+            while not self._stop.is_set():
+                ready = sum(len(t.pending) for t in self._queue if t.compat == first.compat)
+                remaining = deadline - time.monotonic()
+                if ready >= self.max_batch_size or self._arriving == 0 or remaining <= 0:
+                    break
+                self._cond.wait(remaining)
+            batch, size = [], 0
+            for ticket in list(self._queue):
+                if ticket.compat != first.compat:
+                    continue
+                if batch and size + len(ticket.pending) > self.max_batch_size:
+                    break
+                batch.append(ticket)
+                size += len(ticket.pending)
+                self._queue.remove(ticket)
+            return batch
+
+    def _run(self, batch: list[Ticket]) -> None:
+        loaded = self.manager.current  # snapshot: a swap during this call does not affect it
+        runnable = []
+        for ticket in batch:
+            if ticket.plan.model_id != loaded.model_id:  # queued before a hot swap: re-plan on the new model
+                ticket.plan = self.plan(ticket.plan.items, ticket.plan.options, ticket.plan.prompts_file,
+                                        ticket.plan.batch_id, loaded, count=False)
+                ticket.outcomes.clear()
+                self._take_cached(ticket)
+                if not ticket.pending:
+                    self._resolve(ticket)
+                    continue
+                open_batch(ticket.plan, self.db)  # the batch row now names the new version
+                ticket.opened = True
+            ticket.started = time.perf_counter()
+            runnable.append(ticket)
+        owners = [(ticket, index) for ticket in runnable for index in ticket.pending]
+        if not owners:
+            return
+        items = [ticket.plan.items[index] for ticket, index in owners]
+        options = BatchOptions(batch_size=self.max_batch_size, sampling=runnable[0].plan.options.sampling,
+                               formats=self.formats, log_to_mlflow=False)
+
+        def on_batch(local: list[int], clips: list[np.ndarray], seconds: float) -> None:
+            share = seconds / max(1, len(clips))
+            self.seconds_per_item = 0.8 * self.seconds_per_item + 0.2 * share
+            if self.metrics:
+                self.metrics.generation_seconds.labels(loaded.resolved.version or loaded.resolved.name).observe(seconds)
+                self.metrics.batch_size.observe(len(clips))
+            for position, clip in zip(local, clips, strict=True):
+                ticket, index = owners[position]
+                self._finishing.put((ticket, index, clip, share, loaded))
+
+        self.in_model = len(items)
+        try:
+            generate_items(loaded.model, items, options, on_batch)
+        finally:
+            self.in_model = 0
+
+    # the finisher thread: post-process, check, store, provenance
+
+    def _finish_loop(self) -> None:
+        while True:
+            work = self._finishing.get()
+            if work is None:
+                return
+            ticket, index, clip, seconds, loaded = work
+            if ticket.future.done():
+                continue
+            if self._pool is None:
+                try:
+                    item = ticket.plan.items[index]
+                    processed = process_clip(clip, loaded.model.sample_rate, item.duration_s, ticket.plan.options)
+                    stored = store_clip(ticket.plan, index, processed, seconds, self.store, self.db)
+                except Exception as exc:
+                    self._clip_failed(ticket, exc)
+                    continue
+                self._clip_done(ticket, index, seconds, stored)
+                continue
+            from musicops.serving import finisher
+
+            args = (finisher.finish_clip, finisher.one_item_plan(ticket.plan, index), clip,
+                    loaded.model.sample_rate, seconds)
+            try:
+                future = self._pool.submit(*args)
+            except Exception as exc:  # a broken pool (a worker died): start a new one and retry once
+                if self._stop.is_set():
+                    self._clip_failed(ticket, exc)
+                    continue
+                log.error("finisher pool unusable (%s); restarting it", type(exc).__name__)
+                self._pool = self._new_pool()
+                try:
+                    future = self._pool.submit(*args)
+                except Exception as again:
+                    self._clip_failed(ticket, again)
+                    continue
+            future.add_done_callback(lambda f, t=ticket, i=index, s=seconds: self._pool_done(t, i, s, f))
+
+    def _pool_done(self, ticket: Ticket, index: int, seconds: float, future: Any) -> None:
+        exc = future.exception()
+        if exc is not None:
+            self._clip_failed(ticket, exc)
+        else:
+            self._clip_done(ticket, index, seconds, future.result())
+
+    def _clip_done(self, ticket: Ticket, index: int, seconds: float, stored: tuple[Any, bool, bool]) -> None:
+        record, created, identical = stored
+        with self._outcome_lock:
+            if ticket.future.done():
+                return
+            ticket.outcomes[index] = ClipOutcome(ticket.plan.items[index], record, False, created, seconds, identical)
+            done, finished = len(ticket.outcomes), not ticket.pending
+        if self.metrics and created:
+            self.metrics.generated_audio_seconds.inc(record.duration_s)
+        try:
+            if ticket.on_progress:
+                ticket.on_progress(done, len(ticket.plan.items))
+        except Exception:
+            log.exception("progress callback failed")
+        if finished:
+            self._resolve(ticket)
+
+    def _clip_failed(self, ticket: Ticket, exc: BaseException) -> None:
+        log.error("post-processing or storing a clip of %s failed: %s: %s", ticket.plan.batch_id,
+                  type(exc).__name__, exc)
+        self._fail(ticket, exc)
+
+    # outcomes
+
+    def _take_cached(self, ticket: Ticket) -> None:
+        for index, key in enumerate(ticket.plan.keys):
+            if key in ticket.plan.cached:
+                ticket.outcomes[index] = ClipOutcome(ticket.plan.items[index], ticket.plan.cached[key], True, False)
+
+    def _resolve(self, ticket: Ticket) -> None:
+        ordered = [ticket.outcomes[i] for i in range(len(ticket.plan.items))]
+        if ticket.opened:
+            wall = time.perf_counter() - ticket.started
+            generation = sum(o.latency_s for o in ordered if not o.cache_hit)
+            metrics = batch_metrics(ordered, wall, generation, self.settings.price_per_accelerator_hour)
+            try:
+                self.db.finish_batch(ticket.plan.batch_id, "finished",
+                                     {k: v for k, v in metrics.items() if k.startswith("n_")})
+            except Exception:
+                log.exception("closing batch row %s failed", ticket.plan.batch_id)
+        if not ticket.future.done():
+            ticket.future.set_result(ordered)
+
+    def _fail(self, ticket: Ticket, exc: BaseException) -> None:
+        if ticket.future.done():
+            return
+        if ticket.opened:
+            with contextlib.suppress(Exception):
+                self.db.finish_batch(ticket.plan.batch_id, "failed", {"n_done": len(ticket.outcomes)})
+        if self.metrics:
+            self.metrics.error("generation")
+        ticket.future.set_exception(GenerationError(f"generation failed ({type(exc).__name__})"))

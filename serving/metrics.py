@@ -1,0 +1,68 @@
+"""Prometheus metrics of one server (its own registry, so several apps can live in one process).
+
+p50/p95/p99 come from the latency histogram, e.g.
+`histogram_quantile(0.99, sum by (le) (rate(musicops_http_request_duration_seconds_bucket[5m])))`;
+the cache hit ratio is exported directly and derivable from `musicops_cache_lookups_total`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0,
+                   2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+ERROR_CAUSES = ("validation", "unauthenticated", "signature", "rate_limited", "quota_exceeded", "not_found",
+                "not_ready", "not_delivered", "generation", "internal", "webhook", "model_load")
+
+
+class ServerMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.request_latency = Histogram(
+            "musicops_http_request_duration_seconds", "HTTP request latency by route template and status.",
+            ("method", "route", "status"), buckets=LATENCY_BUCKETS, registry=r)
+        self.queue_depth = Gauge("musicops_queue_depth", "Work waiting for the model.", ("queue",), registry=r)
+        self.cache_lookups = Counter("musicops_cache_lookups_total", "Asset cache lookups by result.",
+                                     ("result",), registry=r)
+        self.cache_hit_ratio = Gauge("musicops_cache_hit_ratio", "Cache hits / lookups since start.", registry=r)
+        self.generation_seconds = Histogram(
+            "musicops_generation_seconds", "Seconds per model call (one dynamic batch).", ("model_version",),
+            buckets=LATENCY_BUCKETS, registry=r)
+        self.generated_audio_seconds = Counter("musicops_generated_audio_seconds_total",
+                                               "Seconds of audio generated (cache misses).", registry=r)
+        self.batch_size = Histogram("musicops_batch_size", "Items per model call.",
+                                    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256), registry=r)
+        self.errors = Counter("musicops_errors_total", "Errors by cause.", ("cause",), registry=r)
+        self.jobs = Counter("musicops_jobs_total", "Job state transitions.", ("state",), registry=r)
+        self.model_info = Gauge("musicops_model_info", "The model in service (value 1).",
+                                ("name", "version", "uri"), registry=r)
+        self.model_swaps = Counter("musicops_model_swaps_total", "Model hot swaps.", registry=r)
+        for cause in ERROR_CAUSES:
+            self.errors.labels(cause)
+        for result in ("hit", "miss"):
+            self.cache_lookups.labels(result)
+        self._hits = 0
+        self._lookups = 0
+
+    def cache(self, hits: int, misses: int) -> None:
+        if hits:
+            self.cache_lookups.labels("hit").inc(hits)
+        if misses:
+            self.cache_lookups.labels("miss").inc(misses)
+        self._hits += hits
+        self._lookups += hits + misses
+        if self._lookups:
+            self.cache_hit_ratio.set(self._hits / self._lookups)
+
+    def error(self, cause: str) -> None:
+        self.errors.labels(cause).inc()
+
+    def track_queue(self, name: str, depth: Callable[[], float]) -> None:
+        self.queue_depth.labels(name).set_function(depth)
+
+    def serving(self, name: str, version: str | None, uri: str) -> None:
+        self.model_info.clear()
+        self.model_info.labels(name, version or "", uri).set(1)

@@ -1,0 +1,80 @@
+"""POST /v1/generate (sync) and POST /v1/generate/stream (chunked WAV)."""
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import StreamingResponse
+
+from musicops.generation.batch import SamplingOptions
+from musicops.serving.engine import GenerationError, request_items
+from musicops.serving.keys import ApiKey
+from musicops.serving.routers.deps import api_key, service
+from musicops.serving.schemas import ErrorResponse, GenerateResponse
+from musicops.serving.service import ERROR_RESPONSES, ApiError, Service
+
+STREAM_CHUNK = 64 * 1024
+
+
+async def generate_outcomes(svc: Service, key: ApiKey, body: Any, source: str) -> list[Any]:
+    """Validate, reserve quota, plan against the cache, batch through the model; outcomes in item order."""
+    svc.require_ready()
+    try:
+        items = request_items(body.prompt, body.duration_s, body.seed, body.n_variations, body.tags)
+    except ValueError as exc:
+        raise ApiError(422, "invalid_request", str(exc), "validation") from None
+    seconds = sum(item.duration_s for item in items)
+    await run_in_threadpool(svc.reserve, key, seconds)
+    try:
+        options = svc.engine.options(SamplingOptions(**body.sampling.model_dump()), key.user)
+        with svc.engine.arriving():
+            future = await run_in_threadpool(lambda: svc.engine.submit(svc.engine.plan(items, options, source)))
+        return await asyncio.wrap_future(future)
+    except GenerationError as exc:
+        await run_in_threadpool(svc.keys.refund, key, seconds)
+        raise ApiError(500, "generation_failed", f"{exc}; nothing was charged", "generation") from None
+    except BaseException:
+        await run_in_threadpool(svc.keys.refund, key, seconds)
+        raise
+
+
+def build_router(GenerateRequest: type, StreamRequest: type) -> APIRouter:  # noqa: N803 - model classes
+    router = APIRouter(prefix="/v1", tags=["generate"], responses=ERROR_RESPONSES)
+
+    @router.post("/generate", response_model=GenerateResponse, summary="Generate audio and wait for it")
+    async def generate(body: GenerateRequest, request: Request, key: ApiKey = Depends(api_key),
+                       svc: Service = Depends(service)) -> Any:
+        """Cache first (same keys as `musicops generate batch`), then the model via the dynamic batcher.
+        Returns the assets with signed, expiring audio URLs; assets that fail their quality checks
+        are listed with `passed: false` and no URL."""
+        outcomes = await generate_outcomes(svc, key, body, "api:/v1/generate")
+        return svc.response(request, [(o.record, o.cache_hit, o.item.variation) for o in outcomes])
+
+    @router.post("/generate/stream", summary="Generate one clip and stream it as WAV",
+                 response_class=StreamingResponse,
+                 responses={200: {"content": {"audio/wav": {}}, "description": "WAV bytes, chunked"},
+                            409: {"model": ErrorResponse, "description": "The clip failed its quality checks: stored, not delivered"}})
+    async def generate_stream(body: StreamRequest, request: Request, key: ApiKey = Depends(api_key),
+                              svc: Service = Depends(service)) -> Any:
+        """Generates through the same path as /v1/generate (cache, batching, store, provenance), then
+        streams the stored WAV (header, then PCM) in 64 KiB chunks with chunked transfer encoding."""
+        outcomes = await generate_outcomes(svc, key, body, "api:/v1/generate/stream")
+        record = outcomes[0].record
+        if not record.passed:
+            failed = ", ".join(c["name"] for c in record.checks if not c.get("passed", True))
+            raise ApiError(409, "not_delivered", f"asset {record.asset_id} failed quality checks ({failed}); "
+                           "it is stored and flagged but not delivered", "not_delivered")
+        path = svc.engine.store.path_for(record.files["wav"]["sha256"], "wav")
+
+        def chunks() -> Iterator[bytes]:
+            with path.open("rb") as handle:
+                while block := handle.read(STREAM_CHUNK):
+                    yield block
+
+        headers = {"X-Asset-Id": record.asset_id, "X-Model-Version": str(record.model_version or ""),
+                   "X-Cache": "hit" if outcomes[0].cache_hit else "miss"}
+        return StreamingResponse(chunks(), media_type="audio/wav", headers=headers)
+
+    return router

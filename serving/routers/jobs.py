@@ -1,0 +1,79 @@
+"""POST /v1/jobs (202, durable) and GET /v1/jobs/{job_id}."""
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from fastapi import APIRouter, Depends, Path, Request
+from fastapi.concurrency import run_in_threadpool
+
+from musicops.serving.engine import request_items
+from musicops.serving.jobs import Job, host_allowed
+from musicops.serving.keys import ApiKey
+from musicops.serving.routers.deps import api_key, service
+from musicops.serving.schemas import ErrorResponse, JobOut
+from musicops.serving.service import ERROR_RESPONSES, ApiError, Service
+
+JOB_ID = r"^j_[0-9a-f]{32}$"
+
+
+def render_job(svc: Service, request: Request, job: Job) -> dict[str, Any]:
+    total = max(1, job.total)
+    done = job.total if job.state == "succeeded" else job.done
+    eta = None
+    if job.state in ("queued", "running"):
+        ahead = svc.jobs.items_ahead(job) if job.state == "queued" else 0
+        seconds = svc.engine.eta_s(ahead + svc.engine.queue_depth() + (job.total - done))
+        eta = (datetime.now(UTC) + timedelta(seconds=seconds)).isoformat()
+    result = None
+    if job.state == "succeeded" and job.result:
+        records = [svc.engine.db.get_asset(a) for a in job.result["asset_ids"]]
+        pairs = [(r, hit, v) for r, hit, v in zip(records, job.result["cache_hits"], job.result["variations"],
+                                                     strict=True) if r is not None]
+        result = svc.response(request, pairs) if pairs else None
+    return {"job_id": job.job_id, "state": job.state,
+            "progress": {"done": done, "total": job.total, "fraction": done / total},
+            "created_at": job.created_at.isoformat(),
+            "started_at": job.started_at.isoformat() if job.started_at else None,
+            "finished_at": job.finished_at.isoformat() if job.finished_at else None,
+            "estimated_completion": eta, "result": result, "error": job.error,
+            "webhook_state": job.webhook_state, "status_url": f"{svc.base_url(request)}/v1/jobs/{job.job_id}"}
+
+
+def build_router(JobRequest: type) -> APIRouter:  # noqa: N803 - model class
+    router = APIRouter(prefix="/v1", tags=["jobs"], responses=ERROR_RESPONSES)
+
+    @router.post("/jobs", status_code=202, response_model=JobOut, summary="Queue a generation job")
+    async def create_job(body: JobRequest, request: Request, key: ApiKey = Depends(api_key),
+                         svc: Service = Depends(service)) -> Any:
+        """The job is committed to the job database before this returns: it survives a crash and
+        runs exactly once. Poll `status_url`, or pass `webhook_url` (allow-listed hosts only)."""
+        if body.webhook_url is not None and not host_allowed(body.webhook_url, svc.config.webhook_hosts):
+            raise ApiError(422, "webhook_not_allowed", "webhook_url must be an http(s) URL on an allowed host "
+                           "(server option --webhook-host); none are allowed by default", "validation")
+        try:
+            items = request_items(body.prompt, body.duration_s, body.seed, body.n_variations, body.tags)
+        except ValueError as exc:
+            raise ApiError(422, "invalid_request", str(exc), "validation") from None
+        seconds = sum(item.duration_s for item in items)
+        await run_in_threadpool(svc.reserve, key, seconds)
+        try:
+            job = await run_in_threadpool(svc.jobs.add, key.key_id, key.user,
+                                          body.model_dump(exclude={"webhook_url"}), len(items), seconds,
+                                          body.webhook_url)
+        except BaseException:
+            await run_in_threadpool(svc.keys.refund, key, seconds)
+            raise
+        svc.metrics.jobs.labels("queued").inc()
+        svc.runner.wake()
+        return render_job(svc, request, job)
+
+    @router.get("/jobs/{job_id}", response_model=JobOut, summary="Job state, progress, ETA and result",
+                responses={404: {"model": ErrorResponse, "description": "No such job for this key"}})
+    async def get_job(request: Request, job_id: str = Path(pattern=JOB_ID), key: ApiKey = Depends(api_key),
+                      svc: Service = Depends(service)) -> Any:
+        job = await run_in_threadpool(svc.jobs.get, job_id)
+        if job is None or (svc.config.require_keys and job.key_id != key.key_id):
+            raise ApiError(404, "not_found", f"no job {job_id}", "not_found")
+        return await run_in_threadpool(render_job, svc, request, job)
+
+    return router

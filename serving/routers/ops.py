@@ -1,0 +1,40 @@
+"""GET /v1/models, /healthz, /readyz, /metrics."""
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from musicops.serving.keys import ApiKey
+from musicops.serving.routers.deps import api_key, service
+from musicops.serving.schemas import Health, ServiceModels
+from musicops.serving.service import ERROR_RESPONSES, Service
+
+models = APIRouter(prefix="/v1", tags=["models"], responses=ERROR_RESPONSES)
+ops = APIRouter(tags=["ops"])
+
+
+@models.get("/models", response_model=ServiceModels, summary="The model version in service")
+async def list_models(key: ApiKey = Depends(api_key), svc: Service = Depends(service)) -> Any:
+    """The reference served, the version in service, the alias watched and any version loading."""
+    return svc.manager.status()
+
+
+@ops.get("/healthz", response_model=Health, summary="Liveness")
+async def healthz() -> Any:
+    return {"status": "ok"}
+
+
+@ops.get("/readyz", response_model=Health, summary="Readiness: a model is loaded",
+         responses={503: {"model": Health, "description": "Still loading"}})
+async def readyz(svc: Service = Depends(service)) -> Any:
+    if not svc.manager.ready:
+        return JSONResponse({"status": "loading", "model": None}, status_code=503)
+    return {"status": "ready", "model": svc.manager.current.resolved.pinned_uri}
+
+
+@ops.get("/metrics", summary="Prometheus metrics", response_class=Response,
+         responses={200: {"content": {"text/plain": {}}}})
+async def metrics(request: Request, svc: Service = Depends(service)) -> Any:
+    return Response(generate_latest(svc.metrics.registry), media_type=CONTENT_TYPE_LATEST)

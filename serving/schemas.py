@@ -1,0 +1,154 @@
+"""Request and response models. Request limits come from the server config, which may only tighten
+the prompts-file limits of `musicops.generation.prompts`, so the OpenAPI spec states the real bounds."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from musicops.generation.prompts import MAX_SEED
+from musicops.serving.config import MIN_DURATION_S, ServeConfig
+
+
+class Sampling(BaseModel):
+    """Sampling options (defaults = the batch pipeline's); requests that agree on these and on the
+    duration can share one model call."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    do_sample: bool = True
+    guidance_scale: float = Field(3.0, ge=0.0, le=20.0)
+    temperature: float = Field(1.0, ge=0.05, le=10.0,
+                               description="Below 0.05 the scaled logits overflow (NaN probabilities).")
+    top_k: int = Field(250, ge=0, le=2048)
+    top_p: float = Field(0.0, ge=0.0, le=1.0)
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+    request_id: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody
+
+
+class ModelOut(BaseModel):
+    name: str
+    version: str | None = None
+    uri: str
+
+
+class AssetOut(BaseModel):
+    asset_id: str
+    sha256: str
+    seed: int
+    variation: int
+    duration_s: float
+    sample_rate: int
+    passed: bool = Field(description="Quality checks passed; a failing asset is stored and flagged, never delivered.")
+    failed_checks: list[str]
+    cache_hit: bool
+    loudness_lufs: float | None = None
+    true_peak_dbtp: float | None = None
+    audio_url: str | None = Field(None, description="Signed, expiring URL of the WAV file (None when not delivered).")
+    urls: dict[str, str] = Field(default_factory=dict, description="Signed URL per stored format.")
+    expires_at: int | None = Field(None, description="Unix time the signed URLs stop working.")
+
+
+class GenerateResponse(BaseModel):
+    request_id: str | None = None
+    model: ModelOut
+    assets: list[AssetOut]
+
+
+class Progress(BaseModel):
+    done: int
+    total: int
+    fraction: float
+
+
+class JobOut(BaseModel):
+    job_id: str
+    state: Literal["queued", "running", "succeeded", "failed"]
+    progress: Progress
+    created_at: str
+    started_at: str | None = None
+    finished_at: str | None = None
+    estimated_completion: str | None = Field(None, description="ISO time; rough, from queue depth and recent speed.")
+    result: GenerateResponse | None = None
+    error: str | None = None
+    webhook_state: str
+    status_url: str
+
+
+class ServiceModels(BaseModel):
+    reference: str
+    alias: str | None = None
+    ready: bool
+    model: dict[str, Any] | None = None
+    loading_version: str | None = None
+    poll_interval_s: float | None = None
+    last_poll: float | None = None
+    swaps: int
+    last_error: str | None = None
+
+
+class AuditOut(BaseModel):
+    asset: dict[str, Any]
+    gates: list[dict[str, Any]]
+    urls: dict[str, str]
+    expires_at: int | None = None
+
+
+class Health(BaseModel):
+    status: str
+    model: str | None = None
+
+
+def request_models(config: ServeConfig) -> tuple[type[BaseModel], type[BaseModel], type[BaseModel]]:
+    """(GenerateRequest, StreamRequest, JobRequest) with this server's limits in their schemas."""
+
+    class GenerateRequest(BaseModel):
+        model_config = ConfigDict(extra="forbid", json_schema_extra={
+            "examples": [{"prompt": "calm piano with soft strings", "duration_s": 4.0, "seed": 7}]})
+
+        prompt: str = Field(min_length=1, max_length=config.max_prompt_chars,
+                            pattern=r"\S", description="Text prompt (no control characters).")
+        duration_s: float = Field(ge=MIN_DURATION_S, le=config.max_duration_s, description="Seconds of audio.")
+        seed: int | None = Field(None, ge=0, le=MAX_SEED, description="Default: derived from the prompt.")
+        n_variations: int = Field(1, ge=1, le=config.max_variations, description="Seeds seed, seed+1, ...")
+        tags: list[str] = Field(default_factory=list, max_length=32)
+        sampling: Sampling = Field(default_factory=Sampling)
+
+        @field_validator("tags")
+        @classmethod
+        def _tags(cls, value: list[str]) -> list[str]:
+            if any(not 0 < len(t) <= 64 for t in value):
+                raise ValueError("tags must be 1-64 characters each")
+            return value
+
+        @model_validator(mode="after")
+        def _prompts_file_rules(self) -> Any:
+            """The prompts-file validator is the authority (control characters, limits, ...)."""
+            from musicops.generation.prompts import validate_record
+
+            record: dict[str, Any] = {"prompt": self.prompt, "duration_s": self.duration_s,
+                                      "n_variations": self.n_variations}
+            if self.seed is not None:
+                record["seed"] = self.seed
+            if self.tags:
+                record["tags"] = self.tags
+            validate_record(1, record)
+            return self
+
+    class StreamRequest(GenerateRequest):
+        n_variations: int = Field(1, ge=1, le=1, description="Streaming returns one clip.")
+
+    class JobRequest(GenerateRequest):
+        webhook_url: str | None = Field(None, max_length=2048,
+                                        description="POSTed the job on completion; host must be allow-listed.")
+
+    return GenerateRequest, StreamRequest, JobRequest

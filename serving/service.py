@@ -1,0 +1,130 @@
+"""Everything one server holds (config, model manager, engine, keys, jobs, signer, metrics) and the
+helpers the routers share: errors, authentication, limits, rendering outcomes as responses."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import JSONResponse
+
+from musicops.config import Settings
+from musicops.serving.config import ServeConfig
+from musicops.serving.engine import Engine
+from musicops.serving.jobs import JobRunner, JobStore
+from musicops.serving.keys import ANONYMOUS, ApiKey, KeyStore, RateLimiter, seconds_to_next_day
+from musicops.serving.metrics import ServerMetrics
+from musicops.serving.model_manager import ModelManager
+from musicops.serving.schemas import ErrorResponse
+from musicops.serving.signing import UrlSigner
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorResponse, "description": "Missing or invalid API key"},
+    422: {"model": ErrorResponse, "description": "Invalid request (limits of the prompts-file format)"},
+    429: {"model": ErrorResponse, "description": "Rate limit or daily quota exceeded (Retry-After says when)"},
+    500: {"model": ErrorResponse, "description": "Generation failed (the request id is in the server log)"},
+    503: {"model": ErrorResponse, "description": "The model is still loading"},
+}
+
+
+class ApiError(Exception):
+    """An expected failure with a status, a machine-readable code and a message safe to show."""
+
+    def __init__(self, status: int, code: str, message: str, cause: str | None = None,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+        self.cause = cause or code
+        self.headers = headers or {}
+
+
+def error_response(request: Request, status: int, code: str, message: str,
+                   headers: dict[str, str] | None = None) -> JSONResponse:
+    request_id = request.scope.get("state", {}).get("request_id")
+    return JSONResponse({"error": {"code": code, "message": message, "request_id": request_id}},
+                        status_code=status, headers=headers)
+
+
+@dataclass
+class Service:
+    config: ServeConfig
+    settings: Settings
+    metrics: ServerMetrics
+    manager: ModelManager
+    engine: Engine
+    keys: KeyStore
+    limiter: RateLimiter
+    signer: UrlSigner
+    jobs: JobStore
+    runner: JobRunner
+
+    def require_ready(self) -> None:
+        if not self.manager.ready:
+            raise ApiError(503, "not_ready", "the model is still loading; retry shortly", "not_ready",
+                           {"Retry-After": "2"})
+
+    # auth and limits
+
+    def authenticate(self, request: Request) -> ApiKey:
+        if not self.config.require_keys:
+            return ANONYMOUS
+        presented = request.headers.get("x-api-key")
+        authorization = request.headers.get("authorization", "")
+        if not presented and authorization[:7].lower() == "bearer ":
+            presented = authorization[7:].strip()
+        if not presented:
+            raise ApiError(401, "missing_api_key", "send an API key: 'Authorization: Bearer <key>' or 'X-API-Key'",
+                           "unauthenticated", {"WWW-Authenticate": "Bearer"})
+        key = self.keys.verify(presented)
+        if key is None:
+            raise ApiError(401, "invalid_api_key", "the API key is invalid or revoked", "unauthenticated",
+                           {"WWW-Authenticate": "Bearer"})
+        request.scope.setdefault("state", {})["key_name"] = key.name
+        wait = self.limiter.acquire(key)
+        if wait > 0:
+            raise ApiError(429, "rate_limited", f"rate limit of {key.rate_per_min:g} requests/min exceeded",
+                           "rate_limited", {"Retry-After": str(max(1, math.ceil(wait)))})
+        return key
+
+    def reserve(self, key: ApiKey, seconds: float) -> None:
+        granted, used = self.keys.reserve(key, seconds)
+        if not granted:
+            limit = (key.quota_minutes_per_day or 0) * 60
+            raise ApiError(429, "quota_exceeded",
+                           f"daily quota of {key.quota_minutes_per_day:g} generated minutes exceeded "
+                           f"({used:.1f}s used of {limit:.0f}s; this request needs {seconds:.1f}s); "
+                           "resets at 00:00 UTC", "quota_exceeded",
+                           {"Retry-After": str(seconds_to_next_day())})
+
+    # rendering
+
+    def base_url(self, request: Request) -> str:
+        return (self.config.public_url or str(request.base_url)).rstrip("/")
+
+    def signed_urls(self, request: Request, record: Any) -> tuple[dict[str, str], int | None]:
+        if not record.passed:
+            return {}, None
+        urls, exp = {}, None
+        base = self.base_url(request)
+        for fmt in record.files:
+            query, exp = self.signer.sign(record.asset_id, fmt)
+            urls[fmt] = f"{base}/v1/assets/{record.asset_id}?{query}"
+        return urls, exp
+
+    def asset_out(self, request: Request, record: Any, cache_hit: bool, variation: int) -> dict[str, Any]:
+        urls, exp = self.signed_urls(request, record)
+        return {"asset_id": record.asset_id, "sha256": record.sha256, "seed": record.seed, "variation": variation,
+                "duration_s": record.duration_s, "sample_rate": record.sample_rate, "passed": record.passed,
+                "failed_checks": [c["name"] for c in record.checks if not c.get("passed", True)],
+                "cache_hit": cache_hit, "loudness_lufs": record.loudness_after,
+                "true_peak_dbtp": record.true_peak_after, "audio_url": urls.get("wav") or next(iter(urls.values()), None),
+                "urls": urls, "expires_at": exp}
+
+    def response(self, request: Request, pairs: list[tuple[Any, bool, int]]) -> dict[str, Any]:
+        """GenerateResponse from (record, cache_hit, variation) triples."""
+        first = pairs[0][0]
+        return {"request_id": request.scope.get("state", {}).get("request_id"),
+                "model": {"name": first.model_name, "version": first.model_version, "uri": first.model_uri},
+                "assets": [self.asset_out(request, r, hit, v) for r, hit, v in pairs]}

@@ -1,0 +1,82 @@
+"""Expiring HMAC-signed asset URLs: `/v1/assets/{id}?fmt=wav&exp=<unix s>&sig=<base64url>`.
+
+The secret comes from `MUSICOPS_SERVE_SECRET` or, failing that, from `<state>/serve/secret`
+(generated on first start with mode 0600). Anyone holding a signed URL can fetch that one file
+until it expires; nothing else is granted. Signatures are compared in constant time.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import logging
+import os
+import secrets
+import stat
+import time
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+SECRET_ENV = "MUSICOPS_SERVE_SECRET"
+SECRET_FILE = "secret"
+
+
+def load_secret(serve_dir: Path) -> bytes:
+    """The signing secret: env var first, else the state dir's 0600 file (created if missing)."""
+    value = os.environ.get(SECRET_ENV)
+    if value:
+        if len(value) < 32:
+            log.warning("%s is shorter than 32 characters; use a long random value", SECRET_ENV)
+        return value.encode()
+    serve_dir.mkdir(parents=True, exist_ok=True)
+    path = serve_dir / SECRET_FILE
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode & 0o077:
+            log.warning("signing secret %s had mode %o; setting 0600", path, mode)
+            os.chmod(path, 0o600)
+        data = path.read_bytes().strip()
+        if data:
+            return data
+        fd = os.open(path, os.O_WRONLY | os.O_TRUNC)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(secrets.token_urlsafe(48).encode())
+        handle.flush()
+        os.fsync(handle.fileno())
+    return path.read_bytes().strip()
+
+
+class UrlSigner:
+    def __init__(self, secret: bytes, ttl_s: int = 3600) -> None:
+        if not secret:
+            raise ValueError("empty signing secret")
+        self._secret = secret
+        self.ttl_s = ttl_s
+
+    def signature(self, asset_id: str, fmt: str, exp: int) -> str:
+        message = f"musicops-asset-v1\n{asset_id}\n{fmt}\n{int(exp)}".encode()
+        digest = hmac.new(self._secret, message, hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+    def sign(self, asset_id: str, fmt: str, now: float | None = None) -> tuple[str, int]:
+        """(query string, expiry) for one asset file."""
+        exp = int((now if now is not None else time.time()) + self.ttl_s)
+        return f"fmt={fmt}&exp={exp}&sig={self.signature(asset_id, fmt, exp)}", exp
+
+    def verify(self, asset_id: str, fmt: str, exp: int | None, sig: str | None,
+               now: float | None = None) -> str | None:
+        """None when valid, else why not (never says which part of a signature was wrong)."""
+        if exp is None or not sig:
+            return "missing signature: use the signed audio URL returned by the API"
+        expected = self.signature(asset_id, fmt, exp)
+        if not hmac.compare_digest(expected.encode(), sig.encode()):
+            return "invalid signature"
+        if (now if now is not None else time.time()) > exp:
+            return "signed URL expired: request a fresh one (GET /v1/audit/{asset_id})"
+        return None
+
+    def webhook_signature(self, body: bytes) -> str:
+        return "sha256=" + hmac.new(self._secret, b"musicops-webhook-v1\n" + body, hashlib.sha256).hexdigest()

@@ -1,0 +1,108 @@
+"""Fast unit tests of the serving building blocks (no server, no model)."""
+
+from __future__ import annotations
+
+import os
+import stat
+import threading
+
+import pytest
+
+from musicops.serving.jobs import JobStore, host_allowed
+from musicops.serving.keys import KeyStore, RateLimiter, parse_rate
+from musicops.serving.signing import SECRET_ENV, UrlSigner, load_secret
+
+
+def test_signed_urls() -> None:
+    signer = UrlSigner(b"k" * 48, ttl_s=60)
+    query, exp = signer.sign("a_" + "1" * 24, "wav", now=1000)
+    params = dict(p.split("=", 1) for p in query.split("&"))
+    assert params["fmt"] == "wav" and int(params["exp"]) == exp == 1060
+    assert signer.verify("a_" + "1" * 24, "wav", exp, params["sig"], now=1059) is None
+    assert "expired" in signer.verify("a_" + "1" * 24, "wav", exp, params["sig"], now=1061)
+    assert signer.verify("a_" + "1" * 24, "flac", exp, params["sig"], now=1000) == "invalid signature"
+    assert signer.verify("a_" + "2" * 24, "wav", exp, params["sig"], now=1000) == "invalid signature"
+    assert signer.verify("a_" + "1" * 24, "wav", exp + 1, params["sig"], now=1000) == "invalid signature"
+    assert "missing" in signer.verify("a_" + "1" * 24, "wav", None, None)
+    assert UrlSigner(b"x" * 48).signature("a", "wav", 1) != signer.signature("a", "wav", 1)
+
+
+def test_secret_file_is_generated_0600_and_env_wins(tmp_path, monkeypatch) -> None:
+    monkeypatch.delenv(SECRET_ENV, raising=False)
+    first = load_secret(tmp_path / "serve")
+    assert len(first) >= 48 and load_secret(tmp_path / "serve") == first
+    assert stat.S_IMODE(os.stat(tmp_path / "serve" / "secret").st_mode) == 0o600
+    monkeypatch.setenv(SECRET_ENV, "e" * 40)
+    assert load_secret(tmp_path / "serve") == b"e" * 40
+
+
+def test_keys_hashed_verified_revoked(tmp_path) -> None:
+    store = KeyStore(tmp_path / "keys.db")
+    key, plain = store.create("alice", quota_minutes=1, rate="30/min")
+    assert store.verify(plain) == key and key.rate_per_min == 30
+    assert store.verify(plain[:-1] + ("A" if plain[-1] != "A" else "B")) is None
+    assert store.verify("mko_nothex_" + "a" * 40) is None and store.verify(None) is None
+    assert plain.split("_", 2)[2].encode() not in (tmp_path / "keys.db").read_bytes()
+    with pytest.raises(ValueError, match="already exists"):
+        store.create("alice")
+    assert store.revoke("alice") and store.verify(plain) is None
+    store.close()
+
+
+def test_quota_reservation_is_atomic(tmp_path) -> None:
+    store = KeyStore(tmp_path / "keys.db")
+    key, _ = store.create("q", quota_minutes=1)  # 60 s a day
+    granted = []
+    barrier = threading.Barrier(8)
+
+    def reserve() -> None:
+        barrier.wait()
+        granted.append(store.reserve(key, 10.0, day="2030-01-01")[0])
+
+    threads = [threading.Thread(target=reserve) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert granted.count(True) == 6 and store.used_seconds(key.key_id, "2030-01-01") == 60
+    store.refund(key, 10.0, day="2030-01-01")
+    assert store.reserve(key, 10.0, day="2030-01-01") == (True, 60.0)
+    store.close()
+
+
+def test_rates_and_token_bucket() -> None:
+    assert parse_rate("30/min") == 30 and parse_rate("2/s") == 120 and parse_rate("60/h") == 1
+    assert parse_rate("10") == 10 and parse_rate(None) is None
+    with pytest.raises(ValueError):
+        parse_rate("fast")
+    from musicops.serving.keys import ApiKey
+
+    key = ApiKey("k" * 12, "k", None, 2.0, None)  # 2 a minute, burst 2
+    limiter = RateLimiter()
+    assert limiter.acquire(key, now=0) == 0 and limiter.acquire(key, now=0) == 0
+    assert limiter.acquire(key, now=0) == pytest.approx(30.0)
+    assert limiter.acquire(key, now=30.0) == 0
+
+
+def test_webhook_allow_list() -> None:
+    assert not host_allowed("http://127.0.0.1:9/x", ())
+    assert host_allowed("http://127.0.0.1:9/x", ("127.0.0.1",))
+    assert host_allowed("https://hooks.example.com/x", ("hooks.example.com:443", "hooks.example.com"))
+    assert not host_allowed("https://hooks.example.com.evil.io/x", ("hooks.example.com",))
+    assert not host_allowed("http://user:pw@127.0.0.1/x", ("127.0.0.1",))
+    assert not host_allowed("file:///etc/passwd", ("127.0.0.1",))
+    assert not host_allowed("http://127.0.0.1:99999999/x", ("127.0.0.1",))
+
+
+def test_job_state_machine_completes_once(tmp_path) -> None:
+    store = JobStore(tmp_path / "jobs.db")
+    job = store.add("k" * 12, "key:k", {"prompt": "x"}, total=1, reserved_seconds=1.0, webhook_url=None)
+    assert store.claim(5)[0].job_id == job.job_id and store.claim(5) == []
+    assert store.requeue_running() == 1  # a restart after a crash
+    (again,) = store.claim(5)
+    assert again.attempts == 2
+    assert store.complete(job.job_id, {"asset_ids": []}) is True
+    assert store.complete(job.job_id, {"asset_ids": []}) is False
+    final = store.get(job.job_id)
+    assert final.state == "succeeded" and final.completions == 1 and final.done == 1
+    store.close()
