@@ -5,6 +5,7 @@ Keep this module import-light: the CLI imports it on every start.
 
 from __future__ import annotations
 
+import functools
 import os
 
 __version__ = "0.1.0"
@@ -15,8 +16,12 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 
+@functools.cache
 def code_version() -> str:
-    """The code version recorded in provenance: package version plus git commit when known."""
+    """The code version recorded in provenance: package version plus git commit when known.
+
+    Cached: it runs git twice (~4 ms) and is asked for per asset.
+    """
     import subprocess
     from pathlib import Path
 

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 MAX_DURATION_S = 300.0
+MIN_TEMPERATURE = 0.05
 
 
 @dataclass(frozen=True)
@@ -30,8 +31,9 @@ class GenerationParams:
     def __post_init__(self) -> None:
         if not 0 < self.duration_s <= MAX_DURATION_S:
             raise ValueError(f"duration_s must be in (0, {MAX_DURATION_S}], got {self.duration_s}")
-        if self.temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if not MIN_TEMPERATURE <= self.temperature <= 100:
+            # tiny positive temperatures overflow the softmax into NaN probabilities
+            raise ValueError(f"temperature must be in [{MIN_TEMPERATURE}, 100], got {self.temperature}")
         if self.guidance_scale < 0:
             raise ValueError(f"guidance_scale must be >= 0, got {self.guidance_scale}")
 

@@ -167,21 +167,29 @@ def log_verdicts(report: ReleaseReport, cand: Any, settings: Settings) -> None:
     """Tags on the candidate's model version; the full report as an artifact of its run."""
     import tempfile
 
-    import mlflow
     from mlflow import MlflowClient
 
-    client = MlflowClient()
+    # Explicit URIs: MLflow's module-level URI (and the env var it writes) may be another store's.
+    client = MlflowClient(tracking_uri=settings.mlflow_tracking_uri,
+                          registry_uri=settings.mlflow_registry_uri or settings.mlflow_tracking_uri)
     for gate in report.gates:
         client.set_model_version_tag(cand.name, cand.version, f"musicops.gate.{gate.name}", gate.status)
     client.set_model_version_tag(cand.name, cand.version, "musicops.release_verdict", report.to_dict()["verdict"])
     if cand.run_id:
+        from mlflow.exceptions import MlflowException
+
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "release.json"
             path.write_text(json.dumps(report.to_dict(), indent=2, default=str))
             folder = f"release/{report.started_at.replace(':', '')}"
-            mlflow.tracking.MlflowClient().log_artifact(cand.run_id, str(path), folder)
-            if report.out_dir and (Path(report.out_dir) / "release.html").is_file():
-                client.log_artifact(cand.run_id, str(Path(report.out_dir) / "release.html"), folder)
+            try:
+                client.log_artifact(cand.run_id, str(path), folder)
+                if report.out_dir and (Path(report.out_dir) / "release.html").is_file():
+                    client.log_artifact(cand.run_id, str(Path(report.out_dir) / "release.html"), folder)
+            except MlflowException as exc:  # the verdict tags above are the record; the copy is a convenience
+                import sys
+
+                print(f"warning: release report not attached to run {cand.run_id}: {exc}", file=sys.stderr)
 
 
 def write_release_outputs(report: ReleaseReport, out: Path) -> dict[str, Path]:
