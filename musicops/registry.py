@@ -52,10 +52,21 @@ def configure_mlflow(settings: Settings | None = None) -> Settings:
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     settings = (settings or get_settings()).ensure()
-    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
-    # Always set both: a registry URI left over from an earlier configuration in this process would
-    # otherwise keep pointing at another store.
-    mlflow.set_registry_uri(settings.mlflow_registry_uri or settings.mlflow_tracking_uri)
+    # mlflow.set_*_uri also write MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI into os.environ, where
+    # get_settings() would later read them as the user's choice: a process that configures several
+    # state directories in turn (tests, the demo) then sends runs to the wrong store. Keep the
+    # environment as the user left it; MLflow's own module state holds the URIs.
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    try:
+        mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+        # Always set both: a registry URI left from an earlier configuration would point elsewhere.
+        mlflow.set_registry_uri(settings.mlflow_registry_uri or settings.mlflow_tracking_uri)
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
     return settings
 
 
