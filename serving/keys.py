@@ -26,7 +26,7 @@ from sqlalchemy import Float, String, create_engine, event, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
-from musicops.store.provenance import UTCDateTime
+from musicops.store.provenance import UTCDateTime, sqlite_pragmas
 
 KEY_PREFIX = "mko"
 _KEY = re.compile(r"^mko_([0-9a-f]{12})_([A-Za-z0-9_-]{20,128})$")
@@ -95,21 +95,11 @@ def _digest(salt: str, secret: str) -> str:
     return hashlib.sha256(bytes.fromhex(salt) + secret.encode()).hexdigest()
 
 
-def _sqlite_pragmas(dbapi_conn: object, _record: object) -> None:
-    cursor = dbapi_conn.cursor()  # type: ignore[attr-defined]
-    try:
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA busy_timeout=30000")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-    finally:
-        cursor.close()
-
-
 def sqlite_engine(path: Path):  # noqa: ANN201 - sqlalchemy Engine
     """A WAL-mode SQLite engine for a serving database file (keys, jobs)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(f"sqlite:///{path}", connect_args={"timeout": 30, "check_same_thread": False})
-    event.listen(engine, "connect", _sqlite_pragmas)
+    event.listen(engine, "connect", sqlite_pragmas)
     return engine
 
 

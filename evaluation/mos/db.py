@@ -30,7 +30,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.pool import StaticPool
 
-from musicops.store.provenance import UTCDateTime, _sqlite_pragmas
+from musicops.store.provenance import UTCDateTime, sqlite_pragmas
 
 SQLITE_BUSY_S = 30.0
 
@@ -130,7 +130,7 @@ def make_engine(url: str) -> Engine:
             kwargs["connect_args"] = {"timeout": SQLITE_BUSY_S}
     engine = create_engine(url, **kwargs)
     if sqlite:
-        event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "connect", sqlite_pragmas)
     return engine
 
 

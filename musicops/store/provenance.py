@@ -258,7 +258,7 @@ def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
         yield items[start : start + size]
 
 
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+def sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     """WAL lets readers (the API) run while a writer (the batch) commits; busy_timeout waits, not fails."""
     cursor = dbapi_conn.cursor()
     try:
@@ -288,7 +288,7 @@ class ProvenanceDB:
                 kwargs["connect_args"] = {"timeout": _SQLITE_BUSY_MS / 1000}
         self.engine: Engine = create_engine(url, **kwargs)
         if parsed.get_backend_name() == "sqlite":
-            event.listen(self.engine, "connect", _sqlite_pragmas)
+            event.listen(self.engine, "connect", sqlite_pragmas)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._create_tables()
 
