@@ -96,7 +96,11 @@ def regression_gate(cand: Any, base: Any, suite: Any, out: Path | None, settings
     detail = "; ".join(f"{c.name}: {c.detail}" for c in (failed or result.checks))
     return GateVerdict("regression", PASS if result.passed else FAIL, detail,
                        {"metrics": result.metrics, "checks": [asdict(c) for c in result.checks],
-                        "candidate_assets": [r.candidate_asset for r in result.rows]},
+                        "candidate_assets": [r.candidate_asset for r in result.rows],
+                        "outliers": [{"id": r.id, "prompt": r.prompt, "fd_contribution": r.fd_contribution,
+                                      "drift": r.drift, "candidate_audio": r.candidate_audio,
+                                      "baseline_audio": r.baseline_audio}
+                                     for r in sorted(result.rows, key=lambda r: -r.fd_contribution)[:3]]},
                        str(target / "report.html") if target else None)
 
 
@@ -232,24 +236,78 @@ def markdown_summary(report: ReleaseReport) -> str:
 
 
 def release_html(report: ReleaseReport) -> str:
+    """Gate verdicts, metric deltas with CIs, per-prompt outliers with audio, matches, MOS plot."""
     import html
 
     e = html.escape
+    gates = {g.name: g for g in report.gates}
 
     def link(gate: GateVerdict) -> str:
         if not (gate.report and report.out_dir):
             return ""
-        return f"<a href='{e(Path(gate.report).relative_to(report.out_dir).as_posix())}'>report</a>"
+        return f"<a href='{e(Path(gate.report).relative_to(report.out_dir).as_posix())}'>full report</a>"
 
     rows = "".join(f"<tr><td>{e(g.name)}</td><td>{_ICON[g.status]} {e(g.status)}</td><td>{e(g.detail)}</td>"
                    f"<td>{link(g)}</td></tr>" for g in report.gates)
+    sections = []
+    metrics = gates["regression"].figures.get("metrics") if "regression" in gates else None
+    if metrics:
+        deltas = "".join(
+            f"<tr><td>{e(label)}</td><td>{m['mean_delta']:+.4f}</td><td>{m['ci_low']:+.4f} .. {m['ci_high']:+.4f}</td></tr>"
+            for label, m in (("CLAP text-audio score", metrics["clap"]), ("log spectral flatness", metrics["flatness"])))
+        sections.append(f"<h2>Metric deltas (candidate - baseline, 95% bootstrap CI)</h2><table><tr><th>metric</th>"
+                        f"<th>mean delta</th><th>CI</th></tr>{deltas}</table><p>Fréchet distance to the baseline's "
+                        f"outputs {metrics['frechet_distance']:.4g}; drift median {metrics['drift_median']:.4g}, "
+                        f"max {metrics['drift_max']:.4g}.</p>")
+        outliers = gates["regression"].figures.get("outliers") or []
+        if outliers:
+            cells = "".join(
+                f"<tr><td>{e(o['id'])}</td><td>{e(o['prompt'])}</td><td>{o['fd_contribution']:+.4g}</td>"
+                f"<td>{o['drift']:.4g}</td><td><audio controls preload='none' src='regression/audio/"
+                f"{e(o['candidate_audio'])}.wav'></audio></td><td><audio controls preload='none' "
+                f"src='regression/audio/{e(o['baseline_audio'])}.wav'></audio></td></tr>" for o in outliers)
+            sections.append("<h2>Per-prompt outliers (largest Fréchet contributions)</h2><table><tr><th>id</th>"
+                            "<th>prompt</th><th>FD contribution</th><th>drift</th><th>candidate</th><th>baseline</th>"
+                            f"</tr>{cells}</table>")
+    if "copyright" in gates and gates["copyright"].status != SKIPPED:
+        sections.append(f"<h2>Similarity matches</h2><p>{e(gates['copyright'].detail)}</p>")
+    mos = gates["mos"].figures if "mos" in gates else {}
+    if mos.get("candidate_mos") is not None:
+        sections.append(f"<h2>MOS</h2><img alt='MOS with 95% CI' src='data:image/png;base64,{_mos_plot(mos)}'>")
     verdict = e(report.to_dict()["verdict"])
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>musicops release: {verdict}</title>
-<style>body{{font-family:system-ui,sans-serif;margin:2em}}table{{border-collapse:collapse}}
-td,th{{border:1px solid #ccc;padding:4px 8px;vertical-align:top}}</style></head><body>
+<style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:1300px}}table{{border-collapse:collapse;margin:1em 0}}
+td,th{{border:1px solid #ccc;padding:4px 8px;vertical-align:top;font-size:13px}}audio{{width:200px}}</style></head><body>
 <h1>Release gates: {verdict}</h1>
-<p>Candidate <code>{e(report.candidate)}</code> vs baseline <code>{e(report.baseline or "-")}</code></p>
+<p>Candidate <code>{e(report.candidate)}</code> vs baseline <code>{e(report.baseline or "-")}</code>,
+{e(report.started_at)}</p>
 <table><tr><th>gate</th><th>status</th><th>detail</th><th></th></tr>{rows}</table>
-<p>The regression report holds per-prompt rows with audio players, metric deltas with confidence
-intervals, outliers (Fréchet contributions) and plots.</p></body></html>"""
+{"".join(sections)}</body></html>"""
+
+
+def _mos_plot(mos: dict[str, Any]) -> str:
+    import base64
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels, means, lows, highs = ["candidate"], [mos["candidate_mos"]], [mos["candidate_ci"][0]], [mos["candidate_ci"][1]]
+    if mos.get("baseline_mos") is not None:
+        labels.append("baseline")
+        means.append(mos["baseline_mos"])
+        lows.append(mos["baseline_ci"][0])
+        highs.append(mos["baseline_ci"][1])
+    fig, ax = plt.subplots(figsize=(4, 3), dpi=100)
+    errors = [[m - (lo if lo == lo else m) for m, lo in zip(means, lows, strict=True)],
+              [(hi if hi == hi else m) - m for m, hi in zip(means, highs, strict=True)]]
+    ax.errorbar(labels, means, yerr=errors, fmt="o", capsize=6)
+    ax.set_ylabel("MOS")
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    return base64.b64encode(buffer.getvalue()).decode("ascii")

@@ -3,6 +3,7 @@ one (old champion becomes `previous`), roll back, overrides need a reason, licen
 
 from __future__ import annotations
 
+import re
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -65,6 +66,10 @@ def test_healthy_candidate_is_promoted_and_rollback_restores(tmp_path) -> None:
     skipped = [c.get("name") for c in junit.iter("testcase") if c.find("skipped") is not None]
     assert skipped == ["copyright", "mos"]  # recorded as skipped, never as passed
     assert "skipped" in (tmp_path / "summary.md").read_text()
+    page = (tmp_path / "release.html").read_text()
+    assert "Metric deltas" in page and "<audio" in page and "Per-prompt outliers" in page
+    for sha in re.findall(r"src='(regression/audio/[0-9a-f]{64}\.wav)'", page):
+        assert (tmp_path / sha).is_file()
     from mlflow import MlflowClient
 
     tags = MlflowClient().get_model_version("m", "2").tags
