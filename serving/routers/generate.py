@@ -18,15 +18,21 @@ from musicops.serving.service import ERROR_RESPONSES, ApiError, Service
 STREAM_CHUNK = 64 * 1024
 
 
-async def generate_outcomes(svc: Service, key: ApiKey, body: Any, source: str) -> list[Any]:
-    """Validate, reserve quota, plan against the cache, batch through the model; outcomes in item order."""
-    svc.require_ready()
+async def items_within_quota(svc: Service, key: ApiKey, body: Any) -> tuple[list[Any], float]:
+    """The request's items (checked like a prompts-file line) with their minutes reserved on the key."""
     try:
         items = request_items(body.prompt, body.duration_s, body.seed, body.n_variations, body.tags)
     except ValueError as exc:
         raise ApiError(422, "invalid_request", str(exc), "validation") from None
     seconds = sum(item.duration_s for item in items)
     await run_in_threadpool(svc.reserve, key, seconds)
+    return items, seconds
+
+
+async def generate_outcomes(svc: Service, key: ApiKey, body: Any, source: str) -> list[Any]:
+    """Validate, reserve quota, plan against the cache, batch through the model; outcomes in item order."""
+    svc.require_ready()
+    items, seconds = await items_within_quota(svc, key, body)
     try:
         options = svc.engine.options(SamplingOptions(**body.sampling.model_dump()), key.user)
         with svc.engine.arriving():

@@ -6,10 +6,10 @@ from typing import Any
 from fastapi import APIRouter, Depends, Path, Request
 from fastapi.concurrency import run_in_threadpool
 
-from musicops.serving.engine import request_items
 from musicops.serving.jobs import Job, host_allowed
 from musicops.serving.keys import ApiKey
 from musicops.serving.routers.deps import api_key, service
+from musicops.serving.routers.generate import items_within_quota
 from musicops.serving.schemas import ErrorResponse, JobOut
 from musicops.serving.service import ERROR_RESPONSES, ApiError, Service
 
@@ -50,12 +50,7 @@ def build_router(JobRequest: type) -> APIRouter:  # noqa: N803 - model class
         if body.webhook_url is not None and not host_allowed(body.webhook_url, svc.config.webhook_hosts):
             raise ApiError(422, "webhook_not_allowed", "webhook_url must be an http(s) URL on an allowed host "
                            "(server option --webhook-host); none are allowed by default", "validation")
-        try:
-            items = request_items(body.prompt, body.duration_s, body.seed, body.n_variations, body.tags)
-        except ValueError as exc:
-            raise ApiError(422, "invalid_request", str(exc), "validation") from None
-        seconds = sum(item.duration_s for item in items)
-        await run_in_threadpool(svc.reserve, key, seconds)
+        items, seconds = await items_within_quota(svc, key, body)
         try:
             job = await run_in_threadpool(svc.jobs.add, key.key_id, key.user,
                                           body.model_dump(exclude={"webhook_url"}), len(items), seconds,
