@@ -8,7 +8,10 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export WANDB_MODE ?= offline
 
-.PHONY: install demo test lint clean-state chromium
+AC_VENV := .venv-audiocraft
+AC_STAMP := $(AC_VENV)/.musicops-installed
+
+.PHONY: install demo test lint clean-state chromium audiocraft-env
 
 $(STAMP): pyproject.toml requirements/constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,9 +29,24 @@ chromium:
 	@test -x /usr/bin/chromium || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
 		apt-get install -y -qq --no-install-recommends chromium >/dev/null)
 
-test: install chromium
+# audiocraft 1.3.0 pins torch 2.1 and friends that have no wheels here, so its reference test runs
+# in its own venv: audiocraft and torchaudio with --no-deps beside torch 2.13 (docs/audiocraft.md).
+# PyPI's torchaudio is a CUDA build whose C++ extension cannot load beside the CPU torch; without
+# the extension files torchaudio imports its pure-Python parts, all audiocraft's MusicGen path uses.
+$(AC_STAMP): requirements/audiocraft.txt requirements/audiocraft-constraints.txt
+	test -x $(AC_VENV)/bin/python || $(PYTHON) -m venv $(AC_VENV)
+	$(AC_VENV)/bin/python -m pip install --quiet --disable-pip-version-check \
+		-c requirements/audiocraft-constraints.txt -r requirements/audiocraft.txt
+	$(AC_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --no-deps \
+		audiocraft==1.3.0 torchaudio==2.11.0
+	rm -f $(AC_VENV)/lib/python3*/site-packages/torchaudio/lib/*.so
+	touch $(AC_STAMP)
+
+audiocraft-env: $(AC_STAMP)
+
+test: install chromium audiocraft-env
 	$(BIN)/ruff check .
-	$(BIN)/pytest
+	MUSICOPS_AUDIOCRAFT_PYTHON=$(CURDIR)/$(AC_VENV)/bin/python MUSICOPS_REQUIRE_AUDIOCRAFT=1 $(BIN)/pytest
 
 lint: install
 	$(BIN)/ruff check .

@@ -76,3 +76,34 @@ def import_cmd(
     except (ModelLoadError, ValueError) as exc:
         fail(str(exc), 2)
     console.print(f"registered models:/{target}/{version}")
+
+
+@app.command("import-audiocraft")
+def import_audiocraft_cmd(
+    directory: Path = typer.Argument(..., help="An audiocraft export: state_dict.bin + compression_state_dict.bin."),
+    name: str = typer.Option("", help="Registered model name (default: MUSICOPS_MODEL_NAME)."),
+    licence: str = typer.Option("", help="Licence of the weights (read from the directory's README.md if empty; "
+                                         "Meta's MusicGen weights are CC-BY-NC-4.0)."),
+    text_encoder: Path | None = typer.Option(None, "--text-encoder", help="Local T5 directory (audiocraft keeps T5 "
+                                             "out of its checkpoints); default: the offline Hugging Face cache."),
+    codec: Path | None = typer.Option(None, help="Local transformers EnCodec directory, when the checkpoint only "
+                                                 "names a pretrained codec such as facebook/encodec_32khz."),
+) -> None:
+    """Convert a MusicGen checkpoint trained with audiocraft and register it (audiocraft not needed)."""
+    from musicops.config import get_settings
+    from musicops.models.musicgen import ModelLoadError
+    from musicops.training.run import import_audiocraft_checkpoint
+
+    settings = get_settings()
+    target = name or settings.registered_model_name
+    with console.status(f"converting {directory}"):
+        try:
+            version, conversion = import_audiocraft_checkpoint(directory, target, settings, licence or None,
+                                                               text_encoder, codec)
+        except (ModelLoadError, ValueError) as exc:
+            fail(str(exc), 2)
+    origin = conversion.origin
+    console.print(f"converted audiocraft {origin['audiocraft_version']} checkpoint -> {conversion.directory}")
+    for file, digest in origin["sha256"].items():
+        console.print(f"  {file} sha256 {digest}")
+    console.print(f"registered models:/{target}/{version}")

@@ -11,6 +11,7 @@ import json
 import re
 import shutil
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -110,27 +111,73 @@ def log_musicgen_model(model_dir: Path, tags: dict[str, str]) -> str:
 
 
 def import_model_dir(model_dir: str | Path, name: str, settings: Settings | None = None,
-                     licence: str | None = None) -> str:
+                     licence: str | None = None, extra_tags: dict[str, str] | None = None,
+                     description: str | None = None) -> str:
     """Register existing weights (a local MusicGen directory, e.g. a copy of musicgen-small) as a new
     version of `name`, after checking that they load. Returns the version."""
     from musicops.models.loading import resolve_model
     from musicops.models.musicgen import TransformersMusicGen
+    from musicops.names import safe_name
     from musicops.registry import configure_mlflow, ensure_experiment
 
+    safe_name(name, "registered model")  # refuse a bad name before anything is logged
     settings = configure_mlflow(settings)
     resolved = resolve_model(str(model_dir), settings)
     TransformersMusicGen.from_dir(resolved.reference)  # refuse to register what cannot be loaded
     tags = {f"{TAG_PREFIX}base_model": resolved.reference, f"{TAG_PREFIX}licence": licence or licence_of(resolved),
-            f"{TAG_PREFIX}code_version": code_version(), f"{TAG_PREFIX}origin": "imported directory"}
+            f"{TAG_PREFIX}code_version": code_version(), f"{TAG_PREFIX}origin": "imported directory",
+            **(extra_tags or {})}
     import mlflow
 
     with mlflow.start_run(experiment_id=ensure_experiment(settings), run_name=f"import-{Path(model_dir).name}",
                           tags=tags):
         model_uri = log_musicgen_model(Path(resolved.reference), tags)
-    return register_model(model_uri, name, tags, settings)
+    return register_model(model_uri, name, tags, settings,
+                          description=description or f"Imported from {resolved.reference}")
 
 
-def register_model(model_uri: str, name: str, tags: dict[str, str], settings: Settings | None = None) -> str:
+def import_audiocraft_checkpoint(checkpoint_dir: str | Path, name: str, settings: Settings | None = None,
+                                 licence: str | None = None, text_encoder: str | Path | None = None,
+                                 codec: str | Path | None = None) -> tuple[str, Any]:
+    """Convert an audiocraft MusicGen export to the default backend's format and register it, with its
+    origin (audiocraft version, checkpoint hashes, text encoder, licence) as version tags.
+    Returns (version, Conversion). A checkpoint that does not convert registers nothing."""
+    from musicops.models.audiocraft_import import CODEC_FILE, LM_FILE, convert_checkpoint
+    from musicops.names import safe_name
+
+    safe_name(name, "registered model")
+    settings = (settings or get_settings()).ensure()
+    checkpoint_dir = Path(checkpoint_dir)
+    staging = settings.home / "imports" / f".staging-{uuid.uuid4().hex}"
+    try:
+        conversion = convert_checkpoint(checkpoint_dir, staging, text_encoder=text_encoder, codec=codec)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    origin = conversion.origin
+    converted = settings.home / "imports" / f"audiocraft-{origin['sha256'][LM_FILE][:12]}-{origin['sha256'][CODEC_FILE][:12]}"
+    if converted.exists():
+        shutil.rmtree(converted)
+    staging.rename(converted)
+    conversion.directory = converted
+    prefix = f"{TAG_PREFIX}audiocraft."
+    tags = {
+        f"{TAG_PREFIX}origin": "audiocraft",
+        f"{TAG_PREFIX}base_model": origin["checkpoint"],
+        f"{prefix}version": origin["audiocraft_version"],
+        f"{prefix}state_dict_sha256": origin["sha256"][LM_FILE],
+        f"{prefix}compression_state_dict_sha256": origin["sha256"][CODEC_FILE],
+        f"{prefix}text_encoder": f"{origin['text_encoder']['name']} ({origin['text_encoder']['source']})",
+        f"{prefix}codec": origin["codec"],
+    }
+    version = import_model_dir(converted, name, settings, licence or licence_from_card(checkpoint_dir), tags,
+                               description=f"Converted from the audiocraft {origin['audiocraft_version']} checkpoint "
+                                           f"{origin['checkpoint']}")
+    return version, conversion
+
+
+def register_model(model_uri: str, name: str, tags: dict[str, str], settings: Settings | None = None,
+                   description: str | None = None) -> str:
     """Register a logged model as a new version of `name` and copy its provenance tags onto it."""
     import mlflow
     from mlflow import MlflowClient
@@ -143,8 +190,8 @@ def register_model(model_uri: str, name: str, tags: dict[str, str], settings: Se
     version = mlflow.register_model(model_uri, name, tags=tags)
     client = MlflowClient()
     client.update_model_version(name, version.version,
-                                description=f"Fine-tuned from {tags.get(TAG_PREFIX + 'base_model')} on "
-                                            f"{tags.get(TAG_PREFIX + 'dataset')}")
+                                description=description or f"Fine-tuned from {tags.get(TAG_PREFIX + 'base_model')} "
+                                                           f"on {tags.get(TAG_PREFIX + 'dataset')}")
     return str(version.version)
 
 
@@ -165,7 +212,12 @@ def licence_of(resolved: Any) -> str:
         return "none (random init, no pretrained weights)"
     if resolved.kind == "registry":
         return resolved.tags.get(f"{TAG_PREFIX}licence", "unknown")
-    card = Path(resolved.reference) / "README.md"
+    return licence_from_card(Path(resolved.reference))
+
+
+def licence_from_card(directory: Path) -> str:
+    """The `license:` line of a model card's front matter (README.md), or "unknown"."""
+    card = directory / "README.md"
     if card.is_file():
         match = re.search(r"^license:\s*(\S+)", card.read_text(errors="replace"), re.MULTILINE)
         if match:
