@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from musicops.audio.io import AUDIO_EXTENSIONS
+from musicops.hashing import file_sha256
 from musicops.names import safe_name
 
 if TYPE_CHECKING:
@@ -153,14 +154,6 @@ def scan_directory(directory: str | os.PathLike[str]) -> ScanResult:
 def _finite_or_none(value: float) -> float | None:
     """-inf loudness (silence, too short) becomes a null that validation reports by name."""
     return value if math.isfinite(value) else None
-
-
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _metadata_captions(root: Path, files: list[Path], problems: list[FileProblem]) -> dict[Path, str]:

@@ -276,7 +276,7 @@ def _evaluate(catalog: CatalogVersion, samples: list[_Sample], fusion: dict[str,
 def _load_work(work: Any, rate: int) -> np.ndarray | None:
     """A work's mono audio at `rate`, from its recorded path; None if moved, changed or unreadable."""
     from musicops.audio.io import AudioError, read_audio
-    from musicops.evaluation.catalog.store import file_sha256
+    from musicops.hashing import file_sha256
 
     try:
         if file_sha256(work.path) != work.sha256:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import hashlib
 import json
 import os
 import re
@@ -28,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from musicops.evaluation.catalog import fingerprint as fp
+from musicops.hashing import file_sha256
 from musicops.names import safe_name
 
 if TYPE_CHECKING:
@@ -397,14 +397,6 @@ def _check_same_embedder(previous: CatalogVersion, embedder: Embedder | None) ->
         raise CatalogError(f"catalog {previous.ref} was built with {have}; add with the same one")
     if embedder is not None:
         check_embedder(embedder, recorded)
-
-
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _all_version_numbers(base: Path) -> list[int]:

@@ -24,7 +24,8 @@ from musicops import __version__, code_version
 from musicops.audio.checks import CheckResult, run_checks, thresholds_for
 from musicops.audio.postprocess import PostProcessSettings, encode, postprocess
 from musicops.config import Settings, get_settings
-from musicops.generation.prompts import WorkItem, expand, file_sha256, read_prompts
+from musicops.generation.prompts import WorkItem, expand, read_prompts
+from musicops.hashing import file_sha256
 from musicops.models.base import GenerationParams, MusicModel
 from musicops.models.loading import ResolvedModel, load_model, resolve_model
 from musicops.store.cache import asset_id_for, cache_key

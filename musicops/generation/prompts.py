@@ -126,10 +126,6 @@ def derived_seed(normalized_prompt: str, occurrence: int = 0) -> int:
     return int.from_bytes(digest[:4], "big") % (MAX_SEED + 1)
 
 
-def file_sha256(path: str | Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 def _jsonl_records(text: str) -> tuple[list[tuple[int, Any]], list[LineError]]:
     records, errors = [], []
     for line_no, line in enumerate(text.splitlines(), start=1):

@@ -16,7 +16,6 @@ Hugging Face cache under the name in the checkpoint's config.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -27,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from musicops.hashing import file_sha256
 from musicops.models.musicgen import ModelLoadError
 
 LM_FILE = "state_dict.bin"
@@ -63,14 +63,6 @@ class Conversion:
 
 
 # ------------------------------------------------------------------ reading
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def read_package(path: Path) -> AudiocraftPackage:
     """Load one exported file; every failure names the file."""
     import torch
@@ -85,7 +77,7 @@ def read_package(path: Path) -> AudiocraftPackage:
     if not isinstance(package, dict):
         raise AudiocraftCheckpointError(path, f"holds a {type(package).__name__}, not an audiocraft export dict")
     version = str(package.get("version", "unknown"))
-    digest = sha256_file(path)
+    digest = file_sha256(path)
     if "pretrained" in package:
         return AudiocraftPackage(path, {}, {}, version, digest, pretrained=str(package["pretrained"]))
     missing = [key for key in ("best_state", "xp.cfg") if key not in package]

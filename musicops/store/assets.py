@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
+from musicops.hashing import file_sha256
+
 ALLOWED_FORMATS = frozenset({"wav", "flac", "ogg", "mp3"})
 TEMP_PREFIX = ".tmp-"
 _SHA256 = re.compile(r"[0-9a-f]{64}")
-_CHUNK = 1 << 20
 
 
 class AssetCorruptError(ValueError):
@@ -45,14 +46,6 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def _hash_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 class AssetStore:
@@ -117,7 +110,7 @@ class AssetStore:
         """True when the file exists and its content still hashes to its name (streams, no full read)."""
         path = self.path_for(sha256, fmt)
         try:
-            return _hash_file(path) == sha256
+            return file_sha256(path) == sha256
         except FileNotFoundError:
             return False
 
