@@ -167,7 +167,10 @@ def import_audiocraft_checkpoint(checkpoint_dir: str | Path, name: str, settings
         f"{prefix}version": origin["audiocraft_version"],
         f"{prefix}state_dict_sha256": origin["sha256"][LM_FILE],
         f"{prefix}compression_state_dict_sha256": origin["sha256"][CODEC_FILE],
-        f"{prefix}text_encoder": f"{origin['text_encoder']['name']} ({origin['text_encoder']['source']})",
+        f"{prefix}text_encoder": f"{origin['text_encoder']['name']} ("
+                                 + ("fine-tuned weights from state_dict.bin, config and tokenizer from "
+                                    if origin["text_encoder"]["fine_tuned_in_checkpoint"] else "")
+                                 + f"{origin['text_encoder']['source']})",
         f"{prefix}codec": origin["codec"],
     }
     version = import_model_dir(converted, name, settings, licence or licence_from_card(checkpoint_dir), tags,

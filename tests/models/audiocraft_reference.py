@@ -8,7 +8,8 @@ TEXT_ENCODER_DIR is a local T5 (weights + tokenizer). audiocraft's T5 conditione
 names, so the directory is laid out as an offline Hugging Face cache entry for `t5-small`; with
 HF_HUB_OFFLINE=1 nothing is downloaded. Writes OUT_DIR/checkpoint/{state_dict.bin,
 compression_state_dict.bin} in audiocraft's export format and OUT_DIR/reference.npz with the
-greedy codes and audio audiocraft itself generates for each prompt.
+greedy codes and audio audiocraft itself generates for each prompt; the same again with a T5
+fine-tuned along the LM (its weights then live in state_dict.bin) under the suffix -t5-finetuned.
 """
 
 from __future__ import annotations
@@ -88,6 +89,52 @@ def randomise_codebooks(compression, seed: int) -> None:
             book.inited.fill_(1.0)
 
 
+def export_and_generate(checkpoint: Path, reference: Path, prompts: list[str], seed: int, duration: float,
+                        finetune_t5: bool) -> None:
+    """Build, export in audiocraft's format, reload with audiocraft's loaders, generate greedily.
+
+    With `finetune_t5` the T5 is trained along (audiocraft then saves its weights in the LM file);
+    its weights are shifted so they differ from the hub copy, as a fine-tune's would.
+    """
+    import audiocraft
+    import numpy as np
+    import torch
+    from audiocraft.models import builders
+    from audiocraft.models.loaders import load_compression_model, load_lm_model
+    from audiocraft.models.musicgen import MusicGen
+    from omegaconf import OmegaConf
+
+    torch.manual_seed(seed)
+    cfg = tiny_config(seed)
+    cfg.conditioners.description.t5.finetune = finetune_t5
+    lm = builders.get_lm_model(cfg).eval()
+    if finetune_t5:
+        with torch.no_grad():
+            for parameter in lm.condition_provider.conditioners["description"].t5.parameters():
+                parameter.add_(0.05 * torch.randn_like(parameter))
+    compression = builders.get_compression_model(cfg).eval()
+    randomise_codebooks(compression, seed)
+
+    checkpoint.mkdir(parents=True, exist_ok=True)
+    exported = {"xp.cfg": OmegaConf.to_yaml(cfg), "version": audiocraft.__version__, "exported": True}
+    torch.save({**exported, "best_state": lm.state_dict()}, checkpoint / "state_dict.bin")
+    torch.save({**exported, "best_state": compression.state_dict()}, checkpoint / "compression_state_dict.bin")
+
+    # Generate from the files just written, through audiocraft's own loaders, as a user would.
+    model = MusicGen("tiny", load_compression_model(checkpoint), load_lm_model(checkpoint), max_duration=30)
+    model.set_generation_params(use_sampling=False, duration=duration, cfg_coef=3.0)
+    codes, audio = [], []
+    for prompt in prompts:
+        torch.manual_seed(seed)
+        wav, tokens = model.generate([prompt], progress=False, return_tokens=True)
+        codes.append(tokens[0].numpy())
+        audio.append(wav[0].numpy())
+    np.savez(reference, codes=np.stack(codes), audio=np.stack(audio), prompts=np.array(prompts),
+             audiocraft_version=audiocraft.__version__)
+    print(f"audiocraft {audiocraft.__version__} {checkpoint.name}: {len(codes)} clips, codes {codes[0].shape}, "
+          f"audio {audio[0].shape}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("text_encoder", type=Path)
@@ -101,39 +148,12 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["HF_HOME"] = str(args.out / "hf-home")
     seed_offline_hub(args.text_encoder, args.out / "hf-home")
 
-    import audiocraft
-    import numpy as np
     import torch
-    from audiocraft.models import builders
-    from audiocraft.models.loaders import load_compression_model, load_lm_model
-    from audiocraft.models.musicgen import MusicGen
-    from omegaconf import OmegaConf
 
     torch.set_num_threads(1)
-    torch.manual_seed(args.seed)
-    cfg = tiny_config(args.seed)
-    lm = builders.get_lm_model(cfg).eval()
-    compression = builders.get_compression_model(cfg).eval()
-    randomise_codebooks(compression, args.seed)
-
-    checkpoint = args.out / "checkpoint"
-    checkpoint.mkdir(parents=True, exist_ok=True)
-    exported = {"xp.cfg": OmegaConf.to_yaml(cfg), "version": audiocraft.__version__, "exported": True}
-    torch.save({**exported, "best_state": lm.state_dict()}, checkpoint / "state_dict.bin")
-    torch.save({**exported, "best_state": compression.state_dict()}, checkpoint / "compression_state_dict.bin")
-
-    # Generate from the files just written, through audiocraft's own loaders, as a user would.
-    model = MusicGen("tiny", load_compression_model(checkpoint), load_lm_model(checkpoint), max_duration=30)
-    model.set_generation_params(use_sampling=False, duration=args.duration, cfg_coef=3.0)
-    codes, audio = [], []
-    for prompt in args.prompt:
-        torch.manual_seed(args.seed)
-        wav, tokens = model.generate([prompt], progress=False, return_tokens=True)
-        codes.append(tokens[0].numpy())
-        audio.append(wav[0].numpy())
-    np.savez(args.out / "reference.npz", codes=np.stack(codes), audio=np.stack(audio),
-             prompts=np.array(args.prompt), audiocraft_version=audiocraft.__version__)
-    print(f"audiocraft {audiocraft.__version__}: {len(codes)} clips, codes {codes[0].shape}, audio {audio[0].shape}")
+    for variant, finetune_t5 in (("", False), ("-t5-finetuned", True)):
+        export_and_generate(args.out / f"checkpoint{variant}", args.out / f"reference{variant}.npz",
+                            args.prompt, args.seed, args.duration, finetune_t5)
     return 0
 
 

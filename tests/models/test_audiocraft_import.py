@@ -82,7 +82,8 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
     assert done.returncode == 0, f"audiocraft reference failed:\n{done.stdout}\n{done.stderr[-4000:]}"
     return {"checkpoint": out / "checkpoint", "reference": out / "reference.npz", "text_encoder": text_encoder,
-            "hf_home": out / "hf-home"}
+            "hf_home": out / "hf-home", "checkpoint_t5": out / "checkpoint-t5-finetuned",
+            "reference_t5": out / "reference-t5-finetuned.npz"}
 
 
 @pytest.fixture
@@ -124,7 +125,14 @@ def test_audiocraft_checkpoint_generates_what_audiocraft_generates(reference: di
     assert tags[f"{TAG_PREFIX}audiocraft.compression_state_dict_sha256"] == sha256(checkpoint_copy / CODEC_FILE)
     assert tags[f"{TAG_PREFIX}licence"] == "cc-by-nc-4.0"
 
-    expected = np.load(reference["reference"])
+    expected = assert_generates_like_audiocraft(model, reference["reference"])
+    # the comparison can tell prompts apart: each prompt gives its own clip
+    assert np.abs(expected["audio"][0] - expected["audio"][1]).max() > 100 * AUDIO_TOLERANCE
+
+
+def assert_generates_like_audiocraft(model, reference_npz: Path) -> dict[str, np.ndarray]:
+    """Greedy generation through musicops equals audiocraft's for every reference prompt."""
+    expected = dict(np.load(reference_npz))
     assert list(expected["prompts"]) == PROMPTS
     params = GenerationParams(duration_s=DURATION_S, do_sample=False, guidance_scale=3.0)
     for index, prompt in enumerate(PROMPTS):
@@ -133,8 +141,22 @@ def test_audiocraft_checkpoint_generates_what_audiocraft_generates(reference: di
         assert ours.shape == theirs.shape == (int(DURATION_S * model.sample_rate),)
         assert np.abs(theirs).max() > 0.01, "the reference must not be silence"
         assert np.abs(ours - theirs).max() <= AUDIO_TOLERANCE, prompt
-    # the comparison can tell prompts apart: each prompt gives its own clip
-    assert np.abs(expected["audio"][0] - expected["audio"][1]).max() > 100 * AUDIO_TOLERANCE
+    return expected
+
+
+def test_t5_fine_tuned_with_the_lm_is_taken_from_the_checkpoint(reference: dict[str, Path]) -> None:
+    """--text-encoder gives the hub T5 (config, tokenizer); the fine-tuned weights in state_dict.bin win."""
+    from musicops.models.loading import load_model
+    from musicops.training.run import TAG_PREFIX, import_audiocraft_checkpoint
+
+    version, conversion = import_audiocraft_checkpoint(reference["checkpoint_t5"], "ac-t5",
+                                                       text_encoder=reference["text_encoder"])
+    assert conversion.origin["text_encoder"]["fine_tuned_in_checkpoint"] is True
+    model = load_model(f"models:/ac-t5/{version}")
+    assert "fine-tuned" in model.info.tags[f"{TAG_PREFIX}audiocraft.text_encoder"]
+    tuned = assert_generates_like_audiocraft(model, reference["reference_t5"])
+    plain = np.load(reference["reference"])
+    assert np.abs(tuned["audio"] - plain["audio"]).max() > 100 * AUDIO_TOLERANCE, "the T5 change must show"
 
 
 def test_text_encoder_comes_from_the_offline_cache_or_a_clear_error(reference: dict[str, Path],
