@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from musicops.audio.io import AUDIO_EXTENSIONS
 from musicops.hashing import file_sha256
 from musicops.names import safe_name
+from musicops.store.versions import claim_next_version, version_dir, version_numbers
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -40,7 +41,6 @@ METADATA_FILES = ("metadata.jsonl", "metadata.csv")
 CAPTION_KEYS = ("caption", "text", "description")  # audiofolder datasets name the column variously
 # Files that legitimately sit next to audio and are neither audio nor something to report.
 SIDECAR_NAMES = {"readme", "readme.md", "readme.txt", "license", "license.txt", ".gitattributes"}
-VERSION_DIR = re.compile(r"^v(\d{4,})$")
 
 
 @dataclass(frozen=True)
@@ -264,7 +264,7 @@ def publish_manifest(frame: pd.DataFrame | list[dict[str, Any]], name: str,
     frame = frame[list(MANIFEST_COLUMNS)].sort_values("file_name", kind="stable").reset_index(drop=True)
     base = _dataset_dir(name, settings)
     base.mkdir(parents=True, exist_ok=True)
-    version_dir, version = _claim_version_dir(base)
+    version_dir, version = claim_next_version(base)
     digest = dataset_hash(frame)
     parquet = version_dir / MANIFEST_FILE
     _atomic_write(parquet, lambda tmp: frame.to_parquet(tmp, index=False, engine="pyarrow"))
@@ -286,19 +286,6 @@ def publish_manifest(frame: pd.DataFrame | list[dict[str, Any]], name: str,
     return ManifestVersion(name=name, version=version, path=parquet, dataset_hash=digest)
 
 
-def _claim_version_dir(base: Path) -> tuple[Path, int]:
-    existing = [int(m.group(1)) for p in base.iterdir() if (m := VERSION_DIR.match(p.name))]
-    version = max(existing, default=0) + 1
-    while True:
-        candidate = base / f"v{version:04d}"
-        try:
-            candidate.mkdir(exist_ok=False)
-        except FileExistsError:  # someone else won this number; take the next
-            version += 1
-            continue
-        return candidate, version
-
-
 def _atomic_write(path: Path, write: Callable[[str], object]) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
     os.close(fd)
@@ -315,17 +302,12 @@ def _atomic_write(path: Path, write: Callable[[str], object]) -> None:
 def list_versions(name: str, settings: Settings | None = None) -> list[ManifestVersion]:
     """Complete versions of `name`, oldest first (interrupted publishes are skipped)."""
     base = _dataset_dir(name, settings)
-    if not base.is_dir():
-        return []
     versions = []
-    for entry in base.iterdir():
-        match = VERSION_DIR.match(entry.name)
-        if not match or not (entry / INFO_FILE).is_file() or not (entry / MANIFEST_FILE).is_file():
-            continue
-        info = manifest_info(entry)
-        versions.append(ManifestVersion(name=name, version=int(match.group(1)),
-                                        path=entry / MANIFEST_FILE, dataset_hash=info["dataset_hash"]))
-    return sorted(versions, key=lambda v: v.version)
+    for number in version_numbers(base, INFO_FILE, MANIFEST_FILE):
+        entry = version_dir(base, number)
+        versions.append(ManifestVersion(name=name, version=number, path=entry / MANIFEST_FILE,
+                                        dataset_hash=manifest_info(entry)["dataset_hash"]))
+    return versions
 
 
 def latest_version(name: str, settings: Settings | None = None) -> ManifestVersion:

@@ -15,7 +15,6 @@ import contextlib
 import datetime as dt
 import json
 import os
-import re
 import shutil
 import tempfile
 import uuid
@@ -29,13 +28,13 @@ import numpy as np
 from musicops.evaluation.catalog import fingerprint as fp
 from musicops.hashing import file_sha256
 from musicops.names import safe_name
+from musicops.store.versions import version_dir, version_numbers
 
 if TYPE_CHECKING:
     from musicops.config import Settings
     from musicops.evaluation.catalog.index import VectorIndex
     from musicops.evaluation.embedders import Embedder
 
-VERSION_DIR = re.compile(r"^v(\d{4,})$")
 INFO_FILE = "catalog.json"
 WORKS_FILE = "works.json"
 WINDOWS_FILE = "windows.npz"
@@ -164,15 +163,7 @@ def catalog_dir(name: str, settings: Settings | None = None) -> Path:
 
 def list_versions(name: str, settings: Settings | None = None) -> list[int]:
     """Complete versions (those with catalog.json), oldest first; temp and half folders are ignored."""
-    base = catalog_dir(name, settings)
-    if not base.is_dir():
-        return []
-    found = []
-    for entry in base.iterdir():
-        m = VERSION_DIR.fullmatch(entry.name)
-        if m and entry.is_dir() and (entry / INFO_FILE).is_file():
-            found.append(int(m.group(1)))
-    return sorted(found)
+    return version_numbers(catalog_dir(name, settings), INFO_FILE)
 
 
 def load_catalog(name: str, version: int | None = None, settings: Settings | None = None) -> CatalogVersion:
@@ -184,7 +175,7 @@ def load_catalog(name: str, version: int | None = None, settings: Settings | Non
         version = versions[-1]
     elif int(version) not in versions:
         raise FileNotFoundError(f"catalog {name!r} has no complete version {version} (have {versions})")
-    return _load_dir(name, int(version), catalog_dir(name, settings) / f"v{int(version):04d}")
+    return _load_dir(name, int(version), version_dir(catalog_dir(name, settings), int(version)))
 
 
 def _load_dir(name: str, version: int, directory: Path) -> CatalogVersion:
@@ -233,7 +224,7 @@ def add_works(directory: str | os.PathLike[str], name: str, settings: Settings |
     with _locked(base):
         _sweep_temp(base)
         versions = list_versions(name, settings)
-        previous = _load_dir(name, versions[-1], base / f"v{versions[-1]:04d}") if versions else None
+        previous = _load_dir(name, versions[-1], version_dir(base, versions[-1])) if versions else None
         if previous is not None:
             _check_same_embedder(previous, embedder)
         known = {w.sha256 for w in previous.works} if previous else set()
@@ -256,12 +247,12 @@ def add_works(directory: str | os.PathLike[str], name: str, settings: Settings |
             previous.skipped, previous.problems = skipped, problems
             return previous
 
-        version = (max(_all_version_numbers(base), default=0)) + 1
+        version = max(version_numbers(base), default=0) + 1  # a half folder's number is never reused
         tmp = base / f"{TMP_PREFIX}{uuid.uuid4().hex}"
         tmp.mkdir()
         try:
             _write_version(tmp, name, version, previous, added, embedder, str(source.resolve()))
-            final = base / f"v{version:04d}"
+            final = version_dir(base, version)
             if final.exists():  # only possible if someone bypassed the lock
                 raise CatalogError(f"{final} appeared while adding; not overwriting it")
             os.rename(tmp, final)
@@ -397,11 +388,6 @@ def _check_same_embedder(previous: CatalogVersion, embedder: Embedder | None) ->
         raise CatalogError(f"catalog {previous.ref} was built with {have}; add with the same one")
     if embedder is not None:
         check_embedder(embedder, recorded)
-
-
-def _all_version_numbers(base: Path) -> list[int]:
-    """Every vNNNN folder, complete or not: a half folder's number is never reused."""
-    return [int(m.group(1)) for p in base.iterdir() if (m := VERSION_DIR.fullmatch(p.name))]
 
 
 def _sweep_temp(base: Path) -> None:

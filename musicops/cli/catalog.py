@@ -142,6 +142,7 @@ def versions(name: str = typer.Option(..., "--name", help="Catalog name.")) -> N
     from rich.table import Table
 
     from musicops.evaluation.catalog.store import INFO_FILE, catalog_dir, list_versions
+    from musicops.store.versions import version_dir
 
     try:
         found = list_versions(name)
@@ -154,7 +155,7 @@ def versions(name: str = typer.Option(..., "--name", help="Catalog name.")) -> N
     for column in ("version", "works", "windows", "hashes", "threshold", "created"):
         table.add_column(column)
     for v in found:
-        info = json.loads((catalog_dir(name) / f"v{v:04d}" / INFO_FILE).read_text(encoding="utf-8"))
+        info = json.loads((version_dir(catalog_dir(name), v) / INFO_FILE).read_text(encoding="utf-8"))
         threshold = info.get("threshold")
         table.add_row(f"v{v}", str(info["counts"]["works"]), str(info["counts"]["windows"]),
                       str(info["counts"]["hashes"]), "-" if threshold is None else f"{threshold:.4f}",
