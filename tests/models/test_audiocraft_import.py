@@ -159,6 +159,24 @@ def test_t5_fine_tuned_with_the_lm_is_taken_from_the_checkpoint(reference: dict[
     assert np.abs(tuned["audio"] - plain["audio"]).max() > 100 * AUDIO_TOLERANCE, "the T5 change must show"
 
 
+def test_pretrained_codec_reference_uses_the_given_codec_dir(reference: dict[str, Path], checkpoint_copy: Path,
+                                                            tmp_path: Path) -> None:
+    """audiocraft's export_pretrained_compression_model writes only a codec name; --codec supplies it."""
+    from musicops.models.musicgen import TransformersMusicGen
+
+    full = convert_checkpoint(checkpoint_copy, tmp_path / "full", text_encoder=reference["text_encoder"])
+    codec_dir = tmp_path / "encodec_32khz"
+    TransformersMusicGen.from_dir(full.directory).model.audio_encoder.save_pretrained(codec_dir)
+    torch.save({"pretrained": "facebook/encodec_32khz", "exported": True, "version": "1.3.0"},
+               checkpoint_copy / CODEC_FILE)
+    with pytest.raises(ModelLoadError, match=rf"{CODEC_FILE}: names the pretrained codec .*--codec"):
+        convert_checkpoint(checkpoint_copy, tmp_path / "out", text_encoder=reference["text_encoder"])
+    converted = convert_checkpoint(checkpoint_copy, tmp_path / "out", text_encoder=reference["text_encoder"],
+                                   codec=codec_dir)
+    assert converted.origin["codec"] == "facebook/encodec_32khz"
+    assert_generates_like_audiocraft(TransformersMusicGen.from_dir(converted.directory), reference["reference"])
+
+
 def test_text_encoder_comes_from_the_offline_cache_or_a_clear_error(reference: dict[str, Path],
                                                                      checkpoint_copy: Path, tmp_path: Path,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
