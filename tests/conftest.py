@@ -42,3 +42,30 @@ def synth_dir(tmp_path_factory: pytest.TempPathFactory):
     out = tmp_path_factory.mktemp("synth")
     synthesize(out, n=6, seed=0, duration_s=1.5)
     return out
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory: pytest.TempPathFactory):
+    """A real PostgreSQL server on 127.0.0.1 (tests/postgres_server.py); `make test` requires it."""
+    import importlib.util
+    from pathlib import Path
+
+    # --import-mode=importlib keeps tests/ off sys.path: load the helper module by its path
+    spec = importlib.util.spec_from_file_location("musicops_test_postgres", Path(__file__).with_name("postgres_server.py"))
+    helper = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(helper)
+    with helper.postgres_server() as server:
+        if server is None:
+            message = "PostgreSQL is not installed (make test installs Debian's postgresql)"
+            if os.environ.get("MUSICOPS_REQUIRE_POSTGRES") == "1":
+                pytest.fail(message)
+            pytest.skip(message)
+        yield server
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path) -> str:
+    """Each store test runs on the embedded SQLite file and on a real PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'nested' / 'store.db'}"
+    return request.getfixturevalue("postgres").create_database()

@@ -86,6 +86,24 @@ def test_example_prompts_become_checked_assets_with_full_provenance(settings) ->
     assert _count(settings) == 7
 
 
+def test_provenance_in_postgresql_via_database_url(settings, postgres, monkeypatch) -> None:
+    """MUSICOPS_DATABASE_URL moves provenance (and so the cache index) to a real PostgreSQL server."""
+    url = postgres.create_database()
+    monkeypatch.setenv("MUSICOPS_DATABASE_URL", url)
+    pg_settings = get_settings()
+    assert pg_settings.database_url == url
+    sqlite_before = _count(settings)
+    first = run_batch(EXAMPLES / "prompts.jsonl", "models:/tiny@champion", QUIET, pg_settings)
+    assert first.metrics["n_generated"] == 7 and all(o.record.passed for o in first.outcomes)
+    again = run_batch(EXAMPLES / "prompts.jsonl", "models:/tiny@champion", QUIET, pg_settings)
+    assert again.metrics["n_cache_hits"] == 7
+    assert [o.record.sha256 for o in again.outcomes] == [o.record.sha256 for o in first.outcomes]
+    with ProvenanceDB(url) as db:
+        assert db.count_assets() == 7
+    monkeypatch.delenv("MUSICOPS_DATABASE_URL")
+    assert _count(get_settings()) == sqlite_before  # the embedded database was not touched
+
+
 def test_no_cache_regenerates_bit_identical_audio(settings) -> None:
     before = _count(settings)
     result = run_batch(EXAMPLES / "prompts.jsonl", "models:/tiny@champion",

@@ -1,4 +1,4 @@
-"""Provenance DB on real SQLAlchemy + SQLite: full round trip, exactly-once inserts, batch lifecycle."""
+"""Provenance DB on real SQLAlchemy + SQLite and PostgreSQL: full round trip, exactly-once inserts, batch lifecycle."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from musicops.store.provenance import AssetRecord, ProvenanceDB
 
 
 @pytest.fixture
-def db(tmp_path: Path):
-    database = ProvenanceDB(f"sqlite:///{tmp_path / 'nested' / 'prov.db'}")
+def db(database_url: str):
+    database = ProvenanceDB(database_url)
     yield database
     database.close()
 
@@ -174,8 +174,8 @@ def _race(dbs: list[ProvenanceDB], seed: int) -> list[tuple[AssetRecord, bool]]:
 
 
 @pytest.mark.parametrize("shared_instance", [True, False], ids=["one-instance", "two-instances"])
-def test_concurrent_add_same_key_inserts_once(tmp_path: Path, shared_instance: bool) -> None:
-    url = f"sqlite:///{tmp_path / 'race.db'}"
+def test_concurrent_add_same_key_inserts_once(database_url: str, shared_instance: bool) -> None:
+    url = database_url
     dbs = [ProvenanceDB(url)] * 2 if shared_instance else [ProvenanceDB(url), ProvenanceDB(url)]
     try:
         for seed in range(10):
@@ -253,10 +253,10 @@ def test_batch_errors(db: ProvenanceDB) -> None:
         db.start_batch("b2", prompt_file="typo.jsonl")
 
 
-def test_sqlite_is_in_wal_mode(db: ProvenanceDB) -> None:
+def test_sqlite_is_in_wal_mode(tmp_path: Path) -> None:
     from sqlalchemy import text
 
-    with db.engine.connect() as conn:
+    with ProvenanceDB(f"sqlite:///{tmp_path / 'prov.db'}") as db, db.engine.connect() as conn:
         assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
         assert conn.execute(text("PRAGMA busy_timeout")).scalar() >= 1000
 

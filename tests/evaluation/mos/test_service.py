@@ -7,7 +7,6 @@ import hashlib
 import json
 import math
 import re
-import sqlite3
 import threading
 import time
 from collections import Counter
@@ -46,8 +45,8 @@ GOLD = [asset("g1", role="gold", gold=5.0), asset("g2", role="gold", gold=1.0)]
 
 
 @pytest.fixture
-def service(tmp_path: Path):
-    svc = MosService(f"sqlite:///{tmp_path / 'mos.db'}")
+def service(database_url: str):
+    svc = MosService(database_url)
     yield svc
     svc.close()
 
@@ -196,7 +195,9 @@ def test_submissions_are_idempotent_and_conflicts_are_reported(service: MosServi
     assert service.progress(first).done == 1
 
 
-def test_tokens_are_stored_only_as_hashes(service: MosService, tmp_path: Path) -> None:
+def test_tokens_are_stored_only_as_hashes(service: MosService) -> None:
+    from sqlalchemy import MetaData, select
+
     cid = service.create_campaign("tokens", TESTS)
     invites = service.invite(cid, 3)
     assert len({i.token for i in invites}) == 3 and all(len(i.token) >= 40 for i in invites)
@@ -206,7 +207,10 @@ def test_tokens_are_stored_only_as_hashes(service: MosService, tmp_path: Path) -
     assert service.rater_for_token("not-a-token") is None
     assert service.rater_for_token("") is None
     assert service.rater_for_token(invites[1].token + "x") is None
-    dump = "\n".join(sqlite3.connect(tmp_path / "mos.db").iterdump())
+    tables = MetaData()
+    tables.reflect(service.engine)
+    with service.engine.connect() as conn:  # every row of every table, on either backend
+        dump = "\n".join(str(row) for table in tables.sorted_tables for row in conn.execute(select(table)))
     assert not any(i.token in dump for i in invites)
     assert all(hash_token(i.token) in dump for i in invites)
 
@@ -372,8 +376,10 @@ def test_wait_for_quorum_times_out_with_a_clear_message_then_returns(service: Mo
 # -------------------------------------------------------------------------------- concurrency
 
 
-def test_ten_threads_store_every_rating_exactly_once(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'busy.db'}"
+def test_ten_threads_store_every_rating_exactly_once(database_url: str) -> None:
+    from sqlalchemy import text
+
+    url = database_url
     with MosService(url) as setup:
         tests = [asset(f"t{i}", A if i % 2 else B) for i in range(8)]
         cid = setup.create_campaign("busy", [*tests, *GOLD], n_traps=1)
@@ -405,9 +411,8 @@ def test_ten_threads_store_every_rating_exactly_once(tmp_path: Path) -> None:
     with MosService(url) as service:
         assert sum(service.progress(r).done for r in raters) == 10 * per_rater
         assert service.results(cid).n_valid_raters == 10
-        connection = sqlite3.connect(tmp_path / "busy.db")
-        count = connection.execute("select count(*) from mos_ratings").fetchone()[0]
-        connection.close()
+        with service.engine.connect() as conn:
+            count = conn.execute(text("select count(*) from mos_ratings")).scalar()
         assert count == 10 * per_rater
 
 
