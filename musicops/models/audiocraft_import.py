@@ -71,7 +71,12 @@ def read_package(path: Path) -> AudiocraftPackage:
         raise AudiocraftCheckpointError(path, "missing; an audiocraft MusicGen export has "
                                               f"{LM_FILE} and {CODEC_FILE}")
     try:
-        package = torch.load(path, map_location="cpu", weights_only=True)
+        try:  # memory-map: a 3.3B-parameter LM need not sit in RAM twice while converting
+            package = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as exc:
+            if "mmap" not in str(exc):  # only the legacy (pre-zip) format cannot be memory-mapped
+                raise
+            package = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle, zip and torch each raise their own types for a bad file
         raise AudiocraftCheckpointError(path, f"corrupt or not a torch checkpoint ({type(exc).__name__}: {exc})") from exc
     if not isinstance(package, dict):

@@ -177,6 +177,17 @@ def test_pretrained_codec_reference_uses_the_given_codec_dir(reference: dict[str
     assert_generates_like_audiocraft(TransformersMusicGen.from_dir(converted.directory), reference["reference"])
 
 
+def test_legacy_torch_format_converts_too(reference: dict[str, Path], checkpoint_copy: Path, tmp_path: Path) -> None:
+    """Files are memory-mapped when they can be; old (pre-zip) torch.save files are read whole."""
+    from musicops.models.musicgen import TransformersMusicGen
+
+    for name in (LM_FILE, CODEC_FILE):
+        package = torch.load(checkpoint_copy / name, weights_only=True)
+        torch.save(package, checkpoint_copy / name, _use_new_zipfile_serialization=False)
+    converted = convert_checkpoint(checkpoint_copy, tmp_path / "out", text_encoder=reference["text_encoder"])
+    assert_generates_like_audiocraft(TransformersMusicGen.from_dir(converted.directory), reference["reference"])
+
+
 def test_text_encoder_comes_from_the_offline_cache_or_a_clear_error(reference: dict[str, Path],
                                                                      checkpoint_copy: Path, tmp_path: Path,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
