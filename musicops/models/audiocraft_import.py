@@ -231,13 +231,16 @@ def check_codec(package: AudiocraftPackage) -> dict[str, Any]:
     hop = math.prod(ratios)
     if sample_rate % hop:
         wrong.append(f"frame rate {sample_rate}/{hop} is not whole")
+    channels = int(encodec.get("channels", cfg.get("channels", 1)))
+    if channels != 1:
+        wrong.append(f"{channels} audio channels (stereo MusicGen is not converted)")
     if wrong:
         raise AudiocraftCheckpointError(package.path, "EnCodec differs from transformers' EncodecModel: "
                                                       + "; ".join(wrong))
     n_q, bins = int(rvq.get("n_q", 8)), int(rvq.get("bins", 1024))
     frame_rate = sample_rate // hop
     return {
-        "sampling_rate": sample_rate, "audio_channels": int(encodec.get("channels", cfg.get("channels", 1))),
+        "sampling_rate": sample_rate, "audio_channels": channels,
         "normalize": bool(encodec.get("renormalize", False)), "hidden_size": dimension,
         "num_filters": int(seanet.get("n_filters", 32)), "num_residual_layers": int(seanet.get("n_residual_layers", 3)),
         "upsampling_ratios": ratios, "norm_type": "weight_norm", "kernel_size": int(seanet.get("kernel_size", 7)),
