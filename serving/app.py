@@ -42,7 +42,7 @@ def build_service(config: ServeConfig, settings: Settings | None = None,
     engine = Engine(manager, settings, config.max_batch_size, config.max_wait_ms, metrics, config.formats,
                     config.finish_processes)
     keys = KeyStore.for_home(settings.home)
-    jobs = JobStore.for_home(settings.home)
+    jobs = JobStore.for_home(settings.home, config.port)
     signer = UrlSigner(load_secret(serve_dir), config.url_ttl_s)
 
     def plan_job(job: Job) -> Any:

@@ -1,12 +1,17 @@
-"""Durable asynchronous jobs: a SQLite table of its own (`<state>/serve/jobs.db`) and a dispatcher.
+"""Durable asynchronous jobs: a table of their own and a dispatcher per server process.
+
+The table lives in `<state>/serve/jobs.db` (SQLite, one server process) or in the database named
+by `MUSICOPS_SERVING_DATABASE_URL` (PostgreSQL: several replicas share one queue).
 
 State machine: queued -> running -> succeeded | failed. A job row is inserted (committed) before
-the client gets its 202, so an accepted job is never lost. The dispatcher claims queued jobs
-(queued -> running, one transaction) and hands them to the engine's batcher; completion is one
-conditional UPDATE (`WHERE state = 'running'`), so a job completes exactly once. After a crash
-(SIGKILL included) the next start puts every `running` row back to `queued` and runs it again:
+the client gets its 202, so an accepted job is never lost. A replica claims a queued job with one
+conditional UPDATE (`WHERE state = 'queued'`), so two replicas never both claim it, and holds it
+under a lease it renews while the job runs. Completion is one conditional UPDATE on the claiming
+replica (`WHERE state = 'running' AND owner = me`), so a job completes exactly once. A replica
+that dies (SIGKILL included) stops renewing: once its leases expire any replica puts those jobs
+back in the queue and runs them again (a restarted replica with the same id does so at start);
 assets already stored are cache hits (the cache key is unique in provenance), so the rerun creates
-only the missing ones and no asset is made twice. One server process owns a jobs database.
+only the missing ones and no asset is made twice.
 
 Webhooks: on completion the job's URL (its host must be in the server's allow-list) gets one POST
 with the job as JSON and an `X-Musicops-Signature: sha256=<hmac>` header; delivery is retried a few
@@ -18,25 +23,32 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import socket
 import threading
 import time
 import urllib.request
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import JSON, Float, Integer, String, Text, func, select, update
+from sqlalchemy import JSON, Float, Integer, String, Text, func, inspect, or_, select, text, update
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
-from musicops.serving.keys import sqlite_engine
+from musicops.serving.keys import as_url, serving_database_url
+from musicops.store.database import create_tables, is_sqlite, make_engine
 from musicops.store.provenance import UTCDateTime
 
 log = logging.getLogger(__name__)
 STATES = ("queued", "running", "succeeded", "failed")
 MAX_ATTEMPTS = 3
+LEASE_ENV = "MUSICOPS_JOB_LEASE_S"
+REPLICA_ENV = "MUSICOPS_REPLICA_ID"
+DEFAULT_LEASE_S = 30.0
+LOCAL_REPLICA = "local"  # the embedded SQLite queue has one owner: whichever process runs on it
 
 
 class _Base(DeclarativeBase):
@@ -63,6 +75,12 @@ class JobRow(_Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    owner: Mapped[str | None] = mapped_column(String(128), nullable=True, index=True)
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+# Columns added after the first release: existing jobs databases get them on open.
+_ADDED_COLUMNS = {"owner": "VARCHAR(128)", "lease_until": "TIMESTAMP"}
 
 
 @dataclass(frozen=True)
@@ -84,23 +102,52 @@ class Job:
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    owner: str | None = None
+    lease_until: datetime | None = None
 
 
 def _job(row: JobRow) -> Job:
     return Job(**{name: getattr(row, name) for name in Job.__dataclass_fields__})
 
 
+def replica_id(url: str, port: int | None = None) -> str:
+    """Who claims jobs: `MUSICOPS_REPLICA_ID`, else host:port on a shared database, else 'local'."""
+    if os.environ.get(REPLICA_ENV):
+        return os.environ[REPLICA_ENV]
+    if is_sqlite(url):
+        return LOCAL_REPLICA
+    return f"{socket.gethostname()}:{port or 0}"
+
+
+def lease_seconds() -> float:
+    value = float(os.environ.get(LEASE_ENV, DEFAULT_LEASE_S))
+    if not 0.5 <= value <= 3600:
+        raise ValueError(f"{LEASE_ENV} must be in [0.5, 3600] seconds, got {value}")
+    return value
+
+
 class JobStore:
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-        self.engine = sqlite_engine(self.path)
-        _Base.metadata.create_all(self.engine)
+    def __init__(self, location: str | Path, replica: str | None = None, lease_s: float | None = None) -> None:
+        self.url = as_url(location)
+        self.engine = make_engine(self.url, "job queue")
+        create_tables(_Base.metadata, self.engine)
+        self._add_missing_columns()
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._lock = threading.Lock()
+        self.replica = replica or replica_id(self.url)
+        self.lease = timedelta(seconds=lease_s if lease_s is not None else lease_seconds())
 
     @classmethod
-    def for_home(cls, home: Path) -> JobStore:
-        return cls(Path(home) / "serve" / "jobs.db")
+    def for_home(cls, home: Path, port: int | None = None) -> JobStore:
+        url = serving_database_url(home, "jobs.db")
+        return cls(url, replica=replica_id(url, port))
+
+    def _add_missing_columns(self) -> None:
+        present = {column["name"] for column in inspect(self.engine).get_columns(JobRow.__tablename__)}
+        for name, sql_type in _ADDED_COLUMNS.items():
+            if name not in present:
+                with self.engine.begin() as conn:
+                    conn.execute(text(f"ALTER TABLE {JobRow.__tablename__} ADD COLUMN {name} {sql_type}"))
 
     def close(self) -> None:
         self.engine.dispose()
@@ -120,49 +167,74 @@ class JobStore:
             row = session.get(JobRow, job_id)
             return _job(row) if row is not None else None
 
-    def requeue_running(self) -> int:
-        """At start: jobs a previous process was running go back to the queue (it died)."""
+    def recover(self, at_start: bool = False) -> int:
+        """Put back in the queue the running jobs whose replica stopped renewing their lease (and, at
+        start, the ones this replica id was running before it restarted). Returns how many."""
+        stale = or_(JobRow.lease_until.is_(None), JobRow.lease_until < datetime.now(UTC))
+        if at_start:
+            stale = or_(stale, JobRow.owner == self.replica)
         with self._lock, self._sessions.begin() as session:
-            result = session.execute(update(JobRow).where(JobRow.state == "running")
-                                     .values(state="queued", done=0))
+            result = session.execute(update(JobRow).where(JobRow.state == "running", stale)
+                                     .values(state="queued", done=0, owner=None, lease_until=None))
             return result.rowcount
 
     def claim(self, limit: int) -> list[Job]:
+        """Claim up to `limit` queued jobs, oldest first; a job another replica claimed first is skipped."""
         if limit <= 0:
             return []
-        with self._lock, self._sessions.begin() as session:
-            rows = list(session.scalars(select(JobRow).where(JobRow.state == "queued")
-                                        .order_by(JobRow.created_at, JobRow.job_id).limit(limit)))
-            now = datetime.now(UTC)
-            for row in rows:
-                row.state, row.attempts = "running", row.attempts + 1
-                row.started_at = row.started_at or now
-            return [_job(r) for r in rows]
+        with self._lock:
+            with self._sessions() as session:
+                candidates = list(session.scalars(select(JobRow.job_id).where(JobRow.state == "queued")
+                                                  .order_by(JobRow.created_at, JobRow.job_id).limit(2 * limit)))
+            claimed = []
+            for job_id in candidates:
+                if len(claimed) == limit:
+                    break
+                now = datetime.now(UTC)
+                with self._sessions.begin() as session:
+                    won = session.execute(
+                        update(JobRow).where(JobRow.job_id == job_id, JobRow.state == "queued")
+                        .values(state="running", owner=self.replica, lease_until=now + self.lease,
+                                attempts=JobRow.attempts + 1, started_at=func.coalesce(JobRow.started_at, now))
+                    ).rowcount == 1
+                if won:
+                    claimed.append(job_id)
+        return [job for job in (self.get(job_id) for job_id in claimed) if job is not None]
+
+    def renew(self, job_ids: list[str]) -> int:
+        """Extend this replica's leases on the jobs it is still running."""
+        if not job_ids:
+            return 0
+        with self._sessions.begin() as session:
+            return session.execute(update(JobRow).where(JobRow.job_id.in_(job_ids), JobRow.state == "running",
+                                                        JobRow.owner == self.replica)
+                                   .values(lease_until=datetime.now(UTC) + self.lease)).rowcount
 
     def progress(self, job_id: str, done: int) -> None:
         with self._sessions.begin() as session:
-            session.execute(update(JobRow).where(JobRow.job_id == job_id, JobRow.state == "running")
-                            .values(done=done))
+            session.execute(update(JobRow).where(JobRow.job_id == job_id, JobRow.state == "running",
+                                                 JobRow.owner == self.replica).values(done=done))
 
     def complete(self, job_id: str, result: dict[str, Any]) -> bool:
-        """running -> succeeded, once: False when the job was not running (already completed)."""
+        """running -> succeeded, once: False when this replica no longer holds the job (completed, or
+        its lease expired and another replica took it over)."""
         with self._lock, self._sessions.begin() as session:
             changed = session.execute(
-                update(JobRow).where(JobRow.job_id == job_id, JobRow.state == "running")
+                update(JobRow).where(JobRow.job_id == job_id, JobRow.state == "running", JobRow.owner == self.replica)
                 .values(state="succeeded", result=result, done=JobRow.total, finished_at=datetime.now(UTC),
-                        completions=JobRow.completions + 1)).rowcount
+                        completions=JobRow.completions + 1, lease_until=None)).rowcount
             return changed == 1
 
     def fail(self, job_id: str, error: str, retry: bool) -> str:
         """running -> queued again (retry) or failed. Returns the new state."""
         with self._lock, self._sessions.begin() as session:
-            row = session.get(JobRow, job_id)
-            if row is None or row.state != "running":
+            row = session.get(JobRow, job_id, with_for_update=not is_sqlite(self.url))
+            if row is None or row.state != "running" or row.owner != self.replica:
                 return row.state if row else "missing"
             if retry and row.attempts < MAX_ATTEMPTS:
-                row.state, row.done = "queued", 0
+                row.state, row.done, row.owner, row.lease_until = "queued", 0, None, None
             else:
-                row.state, row.error, row.finished_at = "failed", error, datetime.now(UTC)
+                row.state, row.error, row.finished_at, row.lease_until = "failed", error, datetime.now(UTC), None
             return row.state
 
     def set_webhook_state(self, job_id: str, state: str) -> None:
@@ -227,7 +299,7 @@ class JobRunner:
         self.resumed = 0
 
     def start(self) -> None:
-        self.resumed = self.store.requeue_running()
+        self.resumed = self.store.recover(at_start=True)
         if self.resumed:
             log.warning("resuming %d job(s) left running by a previous process", self.resumed)
         self._thread = threading.Thread(target=self._run, name="job-dispatcher", daemon=True)
@@ -248,13 +320,27 @@ class JobRunner:
         return self.store.count("queued")
 
     def _run(self) -> None:
+        upkeep_every = self.store.lease.total_seconds() / 3
+        last_upkeep = time.monotonic()
         while not self._stop.is_set():
             self._wake.clear()
             try:
+                if time.monotonic() - last_upkeep >= upkeep_every:
+                    last_upkeep = time.monotonic()
+                    self._upkeep()
                 self._dispatch()
             except Exception:
                 log.exception("job dispatch failed")
-            self._wake.wait(0.5)
+            self._wake.wait(min(0.5, upkeep_every))
+
+    def _upkeep(self) -> None:
+        """Renew the leases of this replica's running jobs; requeue jobs of replicas that died."""
+        with self._lock:
+            inflight = list(self._inflight)
+        self.store.renew(inflight)
+        recovered = self.store.recover()
+        if recovered:
+            log.warning("requeued %d job(s) whose replica stopped renewing its lease", recovered)
 
     def _dispatch(self) -> None:
         if not self.engine.manager.ready:

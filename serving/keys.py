@@ -4,9 +4,10 @@ A key looks like `mko_<key id>_<secret>`. Only the key id, a random per-key salt
 sha256(salt || secret) are stored (`<state>/serve/keys.db`), so the database cannot be used to call
 the API; the key is printed once by `musicops keys create`. Verification is constant time.
 
-Rate limits are token buckets in the server process (R requests per minute, burst R). Quotas are
-audio minutes per UTC day, reserved atomically in the database before any work starts (cache hits
-count: the quota meters delivered audio) and refunded when generation fails.
+Rate limits are token buckets in the server process (R requests per minute, burst R, per replica).
+Quotas are audio minutes per UTC day, reserved atomically in the database before any work starts
+(cache hits count: the quota meters delivered audio) and refunded when generation fails; with
+`MUSICOPS_SERVING_DATABASE_URL` (PostgreSQL) every replica draws on the same quota.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import math
+import os
 import re
 import secrets
 import threading
@@ -22,13 +24,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import Float, String, create_engine, event, select, update
+from sqlalchemy import Float, String, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
-from musicops.store.provenance import UTCDateTime, sqlite_pragmas
+from musicops.store.database import create_tables, make_engine
+from musicops.store.provenance import UTCDateTime
 
 KEY_PREFIX = "mko"
+SERVING_DATABASE_ENV = "MUSICOPS_SERVING_DATABASE_URL"
 _KEY = re.compile(r"^mko_([0-9a-f]{12})_([A-Za-z0-9_-]{20,128})$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(?:/\s*(s|sec|second|m|min|minute|h|hour))?\s*$")
@@ -95,12 +99,16 @@ def _digest(salt: str, secret: str) -> str:
     return hashlib.sha256(bytes.fromhex(salt) + secret.encode()).hexdigest()
 
 
-def sqlite_engine(path: Path):  # noqa: ANN201 - sqlalchemy Engine
-    """A WAL-mode SQLite engine for a serving database file (keys, jobs)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(f"sqlite:///{path}", connect_args={"timeout": 30, "check_same_thread": False})
-    event.listen(engine, "connect", sqlite_pragmas)
-    return engine
+def serving_database_url(home: Path, file_name: str) -> str:
+    """`MUSICOPS_SERVING_DATABASE_URL` (keys and jobs share it: several replicas, one database),
+    else the embedded SQLite file `<state>/serve/<file_name>`."""
+    return os.environ.get(SERVING_DATABASE_ENV) or f"sqlite:///{Path(home) / 'serve' / file_name}"
+
+
+def as_url(location: str | Path) -> str:
+    """A SQLAlchemy URL, or a file path taken as a SQLite file."""
+    text = str(location)
+    return text if "://" in text else f"sqlite:///{Path(text)}"
 
 
 def utc_day(now: datetime | None = None) -> str:
@@ -114,21 +122,21 @@ def seconds_to_next_day(now: datetime | None = None) -> int:
 
 
 class KeyStore:
-    """Keys and daily usage in `<state>/serve/keys.db`; safe to share between threads."""
+    """Keys and daily usage (`<state>/serve/keys.db` or the serving database URL); thread-safe."""
 
     CACHE_S = 5.0  # verified key rows are reused this long (a revocation takes effect within it)
 
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-        self.engine = sqlite_engine(self.path)
-        _Base.metadata.create_all(self.engine)
+    def __init__(self, location: str | Path) -> None:
+        self.url = as_url(location)
+        self.engine = make_engine(self.url, "API key store")
+        create_tables(_Base.metadata, self.engine)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._lock = threading.Lock()
         self._cache: dict[str, tuple[float, ApiKeyRow | None]] = {}
 
     @classmethod
     def for_home(cls, home: Path) -> KeyStore:
-        return cls(Path(home) / "serve" / "keys.db")
+        return cls(serving_database_url(home, "keys.db"))
 
     def close(self) -> None:
         self.engine.dispose()
@@ -203,16 +211,26 @@ class KeyStore:
         if key.quota_minutes_per_day is None:
             return True, 0.0
         limit = key.quota_minutes_per_day * 60.0
+        with self._lock:
+            self._ensure_usage_row(key.key_id, day)
         with self._lock, self._sessions.begin() as session:
-            if session.get(UsageRow, (key.key_id, day)) is None:
-                session.add(UsageRow(key_id=key.key_id, day=day, seconds=0.0))
-                session.flush()
             result = session.execute(
                 update(UsageRow).where(UsageRow.key_id == key.key_id, UsageRow.day == day,
                                        UsageRow.seconds + seconds <= limit + 1e-9)
                 .values(seconds=UsageRow.seconds + seconds))
             used = session.get(UsageRow, (key.key_id, day), populate_existing=True).seconds
             return result.rowcount == 1, float(used)
+
+    def _ensure_usage_row(self, key_id: str, day: str) -> None:
+        """Today's usage row exists; another replica inserting it at the same moment is fine."""
+        with self._sessions() as session:
+            if session.get(UsageRow, (key_id, day)) is not None:
+                return
+        try:
+            with self._sessions.begin() as session:
+                session.add(UsageRow(key_id=key_id, day=day, seconds=0.0))
+        except IntegrityError:
+            pass  # the other writer's row is the same empty row
 
     def refund(self, key: ApiKey, seconds: float, day: str | None = None) -> None:
         if key.quota_minutes_per_day is None or seconds <= 0:

@@ -10,8 +10,6 @@ rater index per campaign (the index seeds the rater's assignment).
 from __future__ import annotations
 
 from datetime import datetime
-from pathlib import Path
-from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -22,17 +20,12 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
-    create_engine,
-    event,
 )
-from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
+from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
-from sqlalchemy.pool import StaticPool
 
-from musicops.store.provenance import UTCDateTime, sqlite_pragmas
-
-SQLITE_BUSY_S = 30.0
+from musicops.store import database
+from musicops.store.provenance import UTCDateTime
 
 
 class Base(DeclarativeBase):
@@ -112,31 +105,8 @@ class RatingRow(Base):
 
 
 def make_engine(url: str) -> Engine:
-    """Engine for a SQLAlchemy URL; SQLite gets WAL + busy timeout (as the provenance DB) to share a file."""
-    if not url:
-        raise ValueError("the MOS store needs a database URL")
-    parsed = make_url(url)
-    sqlite = parsed.get_backend_name() == "sqlite"
-    # A server can drop idle connections (ping first); a local SQLite file cannot, and the ping is an
-    # extra round trip on every checkout of the rating hot path.
-    kwargs: dict[str, Any] = {"pool_pre_ping": not sqlite}
-    if sqlite:
-        database = parsed.database
-        if not database or database == ":memory:" or database.startswith("file:"):
-            # One shared in-memory database; the default pool would give each thread its own.
-            kwargs.update(poolclass=StaticPool, connect_args={"check_same_thread": False})
-        else:
-            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-            kwargs["connect_args"] = {"timeout": SQLITE_BUSY_S}
-    engine = create_engine(url, **kwargs)
-    if sqlite:
-        event.listen(engine, "connect", sqlite_pragmas)
-    return engine
+    return database.make_engine(url, "MOS store")
 
 
 def create_tables(engine: Engine) -> None:
-    """create_all checks then creates; two processes starting together can both try, so retry once."""
-    try:
-        Base.metadata.create_all(engine)
-    except (OperationalError, ProgrammingError, IntegrityError):
-        Base.metadata.create_all(engine)
+    database.create_tables(Base.metadata, engine)

@@ -25,20 +25,18 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
-    create_engine,
-    event,
     func,
     select,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect, Engine, make_url
-from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
-from sqlalchemy.pool import StaticPool
 from sqlalchemy.types import TypeDecorator
 
+from musicops.store.database import create_tables, make_engine
+
 _IN_CHUNK = 500  # well under SQLite's bound-parameter limit
-_SQLITE_BUSY_MS = 30_000
 BATCH_STATUSES = frozenset({"running", "finished", "failed"})
 
 _Json = JSON().with_variant(JSONB(), "postgresql")
@@ -258,46 +256,16 @@ def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
         yield items[start : start + size]
 
 
-def sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-    """WAL lets readers (the API) run while a writer (the batch) commits; busy_timeout waits, not fails."""
-    cursor = dbapi_conn.cursor()
-    try:
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute(f"PRAGMA busy_timeout={_SQLITE_BUSY_MS}")
-        cursor.execute("PRAGMA synchronous=NORMAL")  # durable enough in WAL, far fewer fsyncs
-    finally:
-        cursor.close()
-
-
 class ProvenanceDB:
     """Asset and batch provenance behind a SQLAlchemy URL; safe to share between threads."""
 
     def __init__(self, url: str) -> None:
         if not url:
             raise ValueError("ProvenanceDB needs a database URL")
-        parsed = make_url(url)
         self.url = url
-        kwargs: dict[str, Any] = {"pool_pre_ping": True}
-        if parsed.get_backend_name() == "sqlite":
-            database = parsed.database
-            if not database or database == ":memory:" or database.startswith("file:"):
-                # One shared in-memory database; the default pool would give each thread its own.
-                kwargs.update(poolclass=StaticPool, connect_args={"check_same_thread": False})
-            else:
-                Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-                kwargs["connect_args"] = {"timeout": _SQLITE_BUSY_MS / 1000}
-        self.engine: Engine = create_engine(url, **kwargs)
-        if parsed.get_backend_name() == "sqlite":
-            event.listen(self.engine, "connect", sqlite_pragmas)
+        self.engine: Engine = make_engine(url, "provenance database")
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
-        self._create_tables()
-
-    def _create_tables(self) -> None:
-        """create_all checks then creates; two processes starting together can both try, so retry once."""
-        try:
-            Base.metadata.create_all(self.engine)
-        except (OperationalError, ProgrammingError, IntegrityError):
-            Base.metadata.create_all(self.engine)
+        create_tables(Base.metadata, self.engine)
 
     @classmethod
     def from_settings(cls, settings: Any) -> ProvenanceDB:

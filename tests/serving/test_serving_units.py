@@ -94,15 +94,86 @@ def test_webhook_allow_list() -> None:
     assert not host_allowed("http://127.0.0.1:99999999/x", ("127.0.0.1",))
 
 
-def test_job_state_machine_completes_once(tmp_path) -> None:
-    store = JobStore(tmp_path / "jobs.db")
+def test_job_state_machine_completes_once(database_url: str) -> None:
+    store = JobStore(database_url, replica="r1")
     job = store.add("k" * 12, "key:k", {"prompt": "x"}, total=1, reserved_seconds=1.0, webhook_url=None)
     assert store.claim(5)[0].job_id == job.job_id and store.claim(5) == []
-    assert store.requeue_running() == 1  # a restart after a crash
+    assert store.recover() == 0  # the lease is alive
+    assert store.recover(at_start=True) == 1  # the same replica restarted after a crash
     (again,) = store.claim(5)
     assert again.attempts == 2
     assert store.complete(job.job_id, {"asset_ids": []}) is True
     assert store.complete(job.job_id, {"asset_ids": []}) is False
     final = store.get(job.job_id)
     assert final.state == "succeeded" and final.completions == 1 and final.done == 1
+    store.close()
+
+
+def _add_jobs(store: JobStore, n: int) -> list[str]:
+    return [store.add("k" * 12, "key:k", {"prompt": f"p{i}"}, total=1, reserved_seconds=1.0,
+                      webhook_url=None).job_id for i in range(n)]
+
+
+def test_two_replicas_claim_each_job_exactly_once(database_url: str) -> None:
+    """Replicas sharing one queue (PostgreSQL in production) race for 40 jobs: no job is claimed twice."""
+    import threading
+
+    stores = [JobStore(database_url, replica=f"replica-{i}") for i in range(2)]
+    ids = _add_jobs(stores[0], 40)
+    claimed: list[list[str]] = [[], []]
+    barrier = threading.Barrier(2)
+
+    def drain(index: int) -> None:
+        barrier.wait()
+        while batch := stores[index].claim(3):
+            claimed[index].extend(job.job_id for job in batch)
+
+    threads = [threading.Thread(target=drain, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(claimed[0] + claimed[1]) == sorted(ids)  # every job once, none twice
+    for index, store in enumerate(stores):
+        for job_id in claimed[index]:
+            assert store.get(job_id).owner == f"replica-{index}"
+        store.close()
+
+
+def test_a_dead_replicas_jobs_are_taken_over_after_its_lease(database_url: str) -> None:
+    import time
+
+    dead = JobStore(database_url, replica="dead", lease_s=0.5)
+    alive = JobStore(database_url, replica="alive", lease_s=0.5)
+    (job_id,) = _add_jobs(dead, 1)
+    assert [j.job_id for j in dead.claim(1)] == [job_id]
+    assert alive.recover() == 0 and alive.claim(1) == []  # leased: not touched
+    assert dead.renew([job_id]) == 1
+    time.sleep(0.7)  # "dead" stops renewing
+    assert alive.recover() == 1
+    (taken,) = alive.claim(1)
+    assert taken.owner == "alive" and taken.attempts == 2
+    assert dead.complete(job_id, {"asset_ids": []}) is False  # the late replica cannot complete it
+    assert dead.fail(job_id, "late", retry=True) == "running"  # nor requeue it
+    assert alive.complete(job_id, {"asset_ids": []}) is True
+    final = alive.get(job_id)
+    assert final.state == "succeeded" and final.completions == 1
+    dead.close()
+    alive.close()
+
+
+def test_jobs_database_from_before_leases_gains_the_columns(tmp_path) -> None:
+    import sqlite3
+
+    path = tmp_path / "jobs.db"
+    with sqlite3.connect(path) as conn:  # the table as the first release created it
+        conn.execute("CREATE TABLE jobs (job_id VARCHAR(40) PRIMARY KEY, state VARCHAR(16), key_id VARCHAR(12), "
+                     "user TEXT, request JSON, total INTEGER, done INTEGER, attempts INTEGER, completions INTEGER, "
+                     "reserved_seconds FLOAT, result JSON, error TEXT, webhook_url TEXT, webhook_state VARCHAR(16), "
+                     "created_at DATETIME, started_at DATETIME, finished_at DATETIME)")
+        conn.execute("INSERT INTO jobs VALUES ('j_old', 'running', 'kkkkkkkkkkkk', 'key:k', '{}', 1, 0, 1, 0, 1.0, "
+                     "NULL, NULL, NULL, 'none', '2026-11-01 10:00:00.000000', NULL, NULL)")
+    store = JobStore(path)
+    assert store.recover(at_start=True) == 1  # a job left running by the old server is resumed
+    assert [job.job_id for job in store.claim(1)] == ["j_old"]
     store.close()

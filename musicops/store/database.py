@@ -1,0 +1,62 @@
+"""One way to open a database from a SQLAlchemy URL, for every store (provenance, MOS, serving).
+
+Embedded default: a SQLite file in the state directory, in WAL mode with a busy timeout so readers
+(the API) run while a writer (a batch) commits. Any other URL (PostgreSQL for a shared deployment)
+gets connection pre-ping, since a server can drop idle connections.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import MetaData, create_engine, event
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
+from sqlalchemy.pool import StaticPool
+
+SQLITE_BUSY_MS = 30_000
+
+
+def sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    """WAL lets readers (the API) run while a writer (the batch) commits; busy_timeout waits, not fails."""
+    cursor = dbapi_conn.cursor()
+    try:
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_MS}")
+        cursor.execute("PRAGMA synchronous=NORMAL")  # durable enough in WAL, far fewer fsyncs
+    finally:
+        cursor.close()
+
+
+def is_sqlite(url: str) -> bool:
+    return make_url(url).get_backend_name() == "sqlite"
+
+
+def make_engine(url: str, what: str = "database") -> Engine:
+    """An engine for `url`: SQLite files get WAL + busy timeout (their folder is created), in-memory
+    SQLite one shared connection, servers pre-ping."""
+    if not url:
+        raise ValueError(f"the {what} needs a database URL")
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return create_engine(url, pool_pre_ping=True)
+    database = parsed.database
+    kwargs: dict[str, Any] = {}
+    if not database or database == ":memory:" or database.startswith("file:"):
+        # One shared in-memory database; the default pool would give each thread its own.
+        kwargs.update(poolclass=StaticPool, connect_args={"check_same_thread": False})
+    else:
+        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        kwargs["connect_args"] = {"timeout": SQLITE_BUSY_MS / 1000, "check_same_thread": False}
+    engine = create_engine(url, **kwargs)
+    event.listen(engine, "connect", sqlite_pragmas)
+    return engine
+
+
+def create_tables(metadata: MetaData, engine: Engine) -> None:
+    """create_all checks then creates; two processes starting together can both try, so retry once."""
+    try:
+        metadata.create_all(engine)
+    except (OperationalError, ProgrammingError, IntegrityError):
+        metadata.create_all(engine)
