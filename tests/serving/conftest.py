@@ -18,7 +18,8 @@ from musicops.config import get_settings
 
 # Store locations that other tests (in-process kfp components) may leave in os.environ: the
 # servers and fixtures here always use the state directory's own stores.
-STORE_VARS = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MUSICOPS_DATABASE_URL", "MUSICOPS_ASSET_STORE")
+STORE_VARS = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MUSICOPS_DATABASE_URL", "MUSICOPS_ASSET_STORE",
+              "MUSICOPS_SERVING_DATABASE_URL")
 
 
 @pytest.fixture(autouse=True)
