@@ -23,7 +23,7 @@ from musicops.serving.config import ServeConfig, torch_threads_from_env
 from musicops.serving.context import RequestContextMiddleware, configure_logging
 from musicops.serving.engine import Engine, request_items
 from musicops.serving.jobs import Job, JobRunner, JobStore
-from musicops.serving.keys import KeyStore, RateLimiter
+from musicops.serving.keys import KeyStore
 from musicops.serving.metrics import ServerMetrics
 from musicops.serving.model_manager import ModelManager
 from musicops.serving.schemas import request_models
@@ -66,7 +66,7 @@ def build_service(config: ServeConfig, settings: Settings | None = None,
     runner = JobRunner(jobs, engine, plan_job, render_result, signer, config.job_concurrency, metrics, refund)
     metrics.track_queue("model", engine.queue_depth)
     metrics.track_queue("jobs", runner.queued)
-    return Service(config, settings, metrics, manager, engine, keys, RateLimiter(), signer, jobs, runner)
+    return Service(config, settings, metrics, manager, engine, keys, keys.rate_limiter(), signer, jobs, runner)
 
 
 def create_app(config: ServeConfig | None = None, settings: Settings | None = None,

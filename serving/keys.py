@@ -4,7 +4,8 @@ A key looks like `mko_<key id>_<secret>`. Only the key id, a random per-key salt
 sha256(salt || secret) are stored (`<state>/serve/keys.db`), so the database cannot be used to call
 the API; the key is printed once by `musicops keys create`. Verification is constant time.
 
-Rate limits are token buckets in the server process (R requests per minute, burst R, per replica).
+Rate limits are token buckets (R requests per minute, burst R): in the server process with the
+embedded SQLite store, in the database when replicas share one (`SharedRateLimiter`).
 Quotas are audio minutes per UTC day, reserved atomically in the database before any work starts
 (cache hits count: the quota meters delivered audio) and refunded when generation fails; with
 `MUSICOPS_SERVING_DATABASE_URL` (PostgreSQL) every replica draws on the same quota.
@@ -24,11 +25,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import Float, String, select, update
+from sqlalchemy import Float, String, case, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
-from musicops.store.database import create_tables, make_engine
+from musicops.store.database import create_tables, is_sqlite, make_engine
 from musicops.store.provenance import UTCDateTime
 
 KEY_PREFIX = "mko"
@@ -55,6 +56,16 @@ class ApiKeyRow(_Base):
     rate_per_min: Mapped[float | None] = mapped_column(Float, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class RateBucketRow(_Base):
+    """A key's token bucket when replicas share the serving database (wall-clock seconds)."""
+
+    __tablename__ = "rate_buckets"
+
+    key_id: Mapped[str] = mapped_column(String(12), primary_key=True)
+    tokens: Mapped[float] = mapped_column(Float)
+    updated: Mapped[float] = mapped_column(Float)
 
 
 class UsageRow(_Base):
@@ -221,6 +232,11 @@ class KeyStore:
             used = session.get(UsageRow, (key.key_id, day), populate_existing=True).seconds
             return result.rowcount == 1, float(used)
 
+    def rate_limiter(self) -> RateLimiter | SharedRateLimiter:
+        """In-process buckets for the embedded SQLite store (one replica); buckets in the database
+        when replicas share a server database, so a key's rate holds across all of them."""
+        return RateLimiter() if is_sqlite(self.url) else SharedRateLimiter(self)
+
     def _ensure_usage_row(self, key_id: str, day: str) -> None:
         """Today's usage row exists; another replica inserting it at the same moment is fine."""
         with self._sessions() as session:
@@ -267,3 +283,45 @@ class RateLimiter:
                 return 0.0
             self._buckets[key.key_id] = (tokens, now)
             return (1.0 - tokens) / per_second
+
+
+class SharedRateLimiter:
+    """The same token bucket as `RateLimiter`, kept in the serving database: one conditional UPDATE
+    per request takes a token, so replicas sharing the database share each key's rate."""
+
+    def __init__(self, store: KeyStore) -> None:
+        self._sessions = store._sessions
+
+    def acquire(self, key: ApiKey, now: float | None = None) -> float:
+        """0 when the request may go ahead, else the seconds until a token is available."""
+        if key.rate_per_min is None:
+            return 0.0
+        now = time.time() if now is None else now  # wall clock: comparable across replicas
+        capacity = max(1.0, key.rate_per_min)
+        per_second = key.rate_per_min / 60.0
+        self._ensure_bucket(key.key_id, capacity, now)
+        # a clock behind the last update (another replica's) refills nothing rather than draining
+        elapsed = case((RateBucketRow.updated < now, now - RateBucketRow.updated), else_=0.0)
+        refilled = RateBucketRow.tokens + elapsed * per_second
+        available = case((refilled > capacity, capacity), else_=refilled)
+        with self._sessions.begin() as session:
+            granted = session.execute(
+                update(RateBucketRow).where(RateBucketRow.key_id == key.key_id, available >= 1.0)
+                .values(tokens=available - 1.0,
+                        updated=case((RateBucketRow.updated < now, now), else_=RateBucketRow.updated))
+            ).rowcount == 1
+            if granted:
+                return 0.0
+            row = session.get(RateBucketRow, key.key_id)
+            tokens = min(capacity, row.tokens + max(0.0, now - row.updated) * per_second) if row else 0.0
+            return max(0.0, (1.0 - tokens) / per_second)
+
+    def _ensure_bucket(self, key_id: str, capacity: float, now: float) -> None:
+        with self._sessions() as session:
+            if session.get(RateBucketRow, key_id) is not None:
+                return
+        try:
+            with self._sessions.begin() as session:
+                session.add(RateBucketRow(key_id=key_id, tokens=capacity, updated=now))
+        except IntegrityError:
+            pass  # another replica made the (identical, full) bucket first

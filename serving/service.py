@@ -14,7 +14,14 @@ from musicops.config import Settings
 from musicops.serving.config import ServeConfig
 from musicops.serving.engine import Engine
 from musicops.serving.jobs import JobRunner, JobStore
-from musicops.serving.keys import ANONYMOUS, ApiKey, KeyStore, RateLimiter, seconds_to_next_day
+from musicops.serving.keys import (
+    ANONYMOUS,
+    ApiKey,
+    KeyStore,
+    RateLimiter,
+    SharedRateLimiter,
+    seconds_to_next_day,
+)
 from musicops.serving.metrics import ServerMetrics
 from musicops.serving.model_manager import ModelManager
 from musicops.serving.schemas import ErrorResponse
@@ -55,7 +62,7 @@ class Service:
     manager: ModelManager
     engine: Engine
     keys: KeyStore
-    limiter: RateLimiter
+    limiter: RateLimiter | SharedRateLimiter
     signer: UrlSigner
     jobs: JobStore
     runner: JobRunner

@@ -1,4 +1,5 @@
-"""Two `musicops serve` replicas share one PostgreSQL job queue, key store and provenance database.
+"""Two `musicops serve` replicas share one PostgreSQL job queue, key store (rates, quotas) and
+provenance database.
 
 SIGKILL one of them mid-queue: the other takes over its jobs once their lease runs out, and every
 job completes exactly once with exactly one provenance row.
@@ -40,12 +41,16 @@ def test_replicas_share_the_queue_and_survive_one_being_killed(serve_home, serve
             "--poll-interval", "0"]
     keys = KeyStore(serving_url)
     headers = {"Authorization": f"Bearer {keys.create('replicas')[1]}"}
+    slow = {"Authorization": f"Bearer {keys.create('slow', rate='2/min')[1]}"}
     keys.close()
 
     first = server_process(home, args, env).start()
     second = server_process(home, args, env).start()
     first_id, second_id = (f"{_hostname()}:{proc.port}" for proc in (first, second))
     try:
+        # one key's rate (2 a minute) holds across the replicas: the third request is refused
+        codes = [httpx.get(f"{proc.url}/v1/jobs/j_{'0' * 32}", headers=slow).status_code for proc in (first, second, first)]
+        assert codes == [404, 404, 429], codes
         job_ids = []
         for i in range(N_JOBS):  # every job goes in through the first replica; both run them
             r = httpx.post(f"{first.url}/v1/jobs", headers=headers,

@@ -177,3 +177,54 @@ def test_jobs_database_from_before_leases_gains_the_columns(tmp_path) -> None:
     assert store.recover(at_start=True) == 1  # a job left running by the old server is resumed
     assert [job.job_id for job in store.claim(1)] == ["j_old"]
     store.close()
+
+
+def test_shared_rate_limit_holds_across_replicas(database_url: str) -> None:
+    """Two replicas' limiters on one database share a key's bucket (2 a minute, burst 2)."""
+    from musicops.serving.keys import ApiKey, SharedRateLimiter
+
+    stores = [KeyStore(database_url), KeyStore(database_url)]
+    first, second = (SharedRateLimiter(store) for store in stores)
+    key = ApiKey("r" * 12, "r", None, 2.0, None)
+    assert first.acquire(key, now=1000.0) == 0 and second.acquire(key, now=1000.0) == 0
+    assert first.acquire(key, now=1000.0) == pytest.approx(30.0)
+    assert second.acquire(key, now=1015.0) == pytest.approx(15.0)
+    assert second.acquire(key, now=1030.0) == 0
+    assert first.acquire(key, now=1020.0) == pytest.approx(30.0)  # a lagging clock refills nothing
+    for store in stores:
+        store.close()
+
+
+def test_shared_rate_limit_grants_exactly_the_burst_under_contention(database_url: str) -> None:
+    import threading
+
+    from musicops.serving.keys import ApiKey, SharedRateLimiter
+
+    stores = [KeyStore(database_url) for _ in range(2)]
+    limiters = [SharedRateLimiter(store) for store in stores]
+    key = ApiKey("c" * 12, "c", None, 5.0, None)
+    grants: list[bool] = []
+    barrier = threading.Barrier(10)
+
+    def call(index: int) -> None:
+        barrier.wait()
+        grants.append(limiters[index % 2].acquire(key, now=5000.0) == 0)
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(10)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert grants.count(True) == 5 and len(grants) == 10
+    for store in stores:
+        store.close()
+
+
+def test_key_store_picks_the_limiter_for_its_database(tmp_path, postgres) -> None:
+    from musicops.serving.keys import SharedRateLimiter
+
+    with_file, with_server = KeyStore(tmp_path / "keys.db"), KeyStore(postgres.create_database())
+    assert isinstance(with_file.rate_limiter(), RateLimiter)
+    assert isinstance(with_server.rate_limiter(), SharedRateLimiter)
+    with_file.close()
+    with_server.close()
