@@ -299,27 +299,25 @@ class SharedRateLimiter:
         now = time.time() if now is None else now  # wall clock: comparable across replicas
         capacity = max(1.0, key.rate_per_min)
         per_second = key.rate_per_min / 60.0
-        self._ensure_bucket(key.key_id, capacity, now)
         # a clock behind the last update (another replica's) refills nothing rather than draining
         elapsed = case((RateBucketRow.updated < now, now - RateBucketRow.updated), else_=0.0)
         refilled = RateBucketRow.tokens + elapsed * per_second
         available = case((refilled > capacity, capacity), else_=refilled)
-        with self._sessions.begin() as session:
-            granted = session.execute(
-                update(RateBucketRow).where(RateBucketRow.key_id == key.key_id, available >= 1.0)
+        take = (update(RateBucketRow).where(RateBucketRow.key_id == key.key_id, available >= 1.0)
                 .values(tokens=available - 1.0,
-                        updated=case((RateBucketRow.updated < now, now), else_=RateBucketRow.updated))
-            ).rowcount == 1
-            if granted:
-                return 0.0
-            row = session.get(RateBucketRow, key.key_id)
-            tokens = min(capacity, row.tokens + max(0.0, now - row.updated) * per_second) if row else 0.0
-            return max(0.0, (1.0 - tokens) / per_second)
+                        updated=case((RateBucketRow.updated < now, now), else_=RateBucketRow.updated)))
+        for _ in range(2):  # the common case is one UPDATE; a key's first request creates its bucket
+            with self._sessions.begin() as session:
+                if session.execute(take).rowcount == 1:
+                    return 0.0
+                row = session.get(RateBucketRow, key.key_id)
+            if row is not None:
+                tokens = min(capacity, row.tokens + max(0.0, now - row.updated) * per_second)
+                return max(0.0, (1.0 - tokens) / per_second)
+            self._create_bucket(key.key_id, capacity, now)
+        raise RuntimeError(f"rate bucket of key {key.key_id} could not be created")  # nothing deletes buckets
 
-    def _ensure_bucket(self, key_id: str, capacity: float, now: float) -> None:
-        with self._sessions() as session:
-            if session.get(RateBucketRow, key_id) is not None:
-                return
+    def _create_bucket(self, key_id: str, capacity: float, now: float) -> None:
         try:
             with self._sessions.begin() as session:
                 session.add(RateBucketRow(key_id=key_id, tokens=capacity, updated=now))
