@@ -306,16 +306,20 @@ class SharedRateLimiter:
         take = (update(RateBucketRow).where(RateBucketRow.key_id == key.key_id, available >= 1.0)
                 .values(tokens=available - 1.0,
                         updated=case((RateBucketRow.updated < now, now), else_=RateBucketRow.updated)))
-        for _ in range(2):  # the common case is one UPDATE; a key's first request creates its bucket
+        # The common case is one UPDATE. A key's first request creates its bucket; a bucket another
+        # replica created or refilled between our UPDATE and our read is simply tried again.
+        for _ in range(5):
             with self._sessions.begin() as session:
                 if session.execute(take).rowcount == 1:
                     return 0.0
                 row = session.get(RateBucketRow, key.key_id)
-            if row is not None:
-                tokens = min(capacity, row.tokens + max(0.0, now - row.updated) * per_second)
-                return max(0.0, (1.0 - tokens) / per_second)
-            self._create_bucket(key.key_id, capacity, now)
-        raise RuntimeError(f"rate bucket of key {key.key_id} could not be created")  # nothing deletes buckets
+            if row is None:
+                self._create_bucket(key.key_id, capacity, now)
+                continue
+            tokens = min(capacity, row.tokens + max(0.0, now - row.updated) * per_second)
+            if tokens < 1.0:
+                return (1.0 - tokens) / per_second
+        return 1.0 / per_second  # still contended: refuse for one token's time rather than over-grant
 
     def _create_bucket(self, key_id: str, capacity: float, now: float) -> None:
         try:
