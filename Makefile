@@ -11,7 +11,7 @@ export WANDB_MODE ?= offline
 AC_VENV := .venv-audiocraft
 AC_STAMP := $(AC_VENV)/.musicops-installed
 
-.PHONY: install demo test lint clean-state chromium postgres audiocraft-env
+.PHONY: install demo test lint clean-state chromium postgres audiocraft-env fluidsynth
 
 $(STAMP): pyproject.toml requirements/constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -50,7 +50,13 @@ postgres:
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || (apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql >/dev/null)
 
-test: install chromium postgres audiocraft-env
+# The copyright gate is tested on real music rendered from public-domain scores (music21's corpus)
+# through FluidSynth and a General MIDI soundfont, into a scratch folder. A no-op once installed.
+fluidsynth:
+	@(command -v fluidsynth >/dev/null && test -f /usr/share/sounds/sf2/FluidR3_GM.sf2) || (apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends fluidsynth fluid-soundfont-gm >/dev/null)
+
+test: install chromium postgres audiocraft-env fluidsynth
 	$(BIN)/ruff check .
 	MUSICOPS_AUDIOCRAFT_PYTHON=$(CURDIR)/$(AC_VENV)/bin/python MUSICOPS_REQUIRE_AUDIOCRAFT=1 \
 		MUSICOPS_REQUIRE_POSTGRES=1 $(BIN)/pytest

@@ -1,18 +1,20 @@
 """The copyright gate: does a generated asset reuse or closely copy a catalog work?
 
-Two kinds of evidence, fused per work:
-- fingerprint score (literal reuse: shift, gain, noise, lossy re-encode survive it): aligned landmark
+Three kinds of evidence, scored per work:
+- fingerprint (literal reuse: shift, gain, noise, lossy re-encode survive it): aligned landmark
   hash votes / query hashes, best 6 s window (`fingerprint.match`);
-- embedding score (near copies the hashes miss): for each of the query's embedder windows, the best
-  cosine to any window of that work among the nearest neighbours; averaged over query windows.
+- alignment (transposed by up to 2 semitones, 3-6 % faster or slower, mixed under other music):
+  mean frame cosine of whitened semitone spectrograms at the best key/tempo/offset (`alignment`);
+- embedding (optional; only when the catalog has an embedder AND calibration found it separates):
+  mean over query windows of the best cosine to that work's windows.
 
 Fusion rule: each channel is put on a common "null" scale, z = (raw - loc) / scale, where loc is the
-median and loc + scale the 99th percentile of that channel's best score over unrelated audio
-(measured by `calibrate`); fused = max over the channels in use of z. So z = 1 means "as high as
-the top 1% of unrelated clips on that channel", and the threshold on the fused score is chosen by
-calibration for the target false-positive rate. Before calibration only the fingerprint channel
-is used (loc 0, scale 0.05, threshold 1.5, i.e. 7.5% aligned hashes): an uncalibrated embedder's
-cosine scale is unknown, and guessing it would block or pass everything.
+median and loc + scale the 99th percentile of that channel's best score over music that is not a
+copy (measured by `calibrate` on the catalog's own works, leave-one-work-out); fused = max over the
+channels in use of z, and the threshold on the fused score is chosen by calibration for the target
+false-positive rate. Before calibration the fingerprint and alignment channels are used with scales
+measured on rendered public-domain music (benchmarks/copyright_gate.py): z = 1.5 at a fingerprint
+score of 0.25 or an alignment score of 0.40, above the highest unrelated same-style piece seen there.
 """
 
 from __future__ import annotations
@@ -22,14 +24,16 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from musicops.evaluation.catalog import alignment as al
 from musicops.evaluation.catalog import fingerprint as fpm
 
 if TYPE_CHECKING:
     from musicops.evaluation.catalog.store import CatalogVersion
     from musicops.evaluation.embedders import Embedder
 
-CHANNELS = ("fingerprint", "embedding")
-DEFAULT_FUSION: dict[str, dict[str, float] | None] = {"fingerprint": {"loc": 0.0, "scale": 0.05},
+CHANNELS = ("fingerprint", "alignment", "embedding")
+DEFAULT_FUSION: dict[str, dict[str, float] | None] = {"fingerprint": {"loc": 0.0, "scale": 0.25 / 1.5},
+                                                      "alignment": {"loc": 0.1, "scale": 0.2},
                                                       "embedding": None}
 DEFAULT_THRESHOLD = 1.5
 NEIGHBOURS = 32  # catalog windows looked at per query window
@@ -47,12 +51,16 @@ class CatalogMatch:
     fingerprint_score: float
     embedding_score: float | None
     fused_score: float
+    alignment_score: float | None = None
+    semitones: int | None = None  # the query is this many semitones above the work (alignment channel)
+    tempo: float | None = None  # query tempo / work tempo (alignment channel)
+    channel: str = "fingerprint"  # the channel whose evidence set the fused score and the offsets
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         for key in ("query_offset_s", "work_offset_s"):
             d[key] = round(float(d[key]), 3)
-        for key in ("fingerprint_score", "embedding_score", "fused_score"):  # JSON has no -inf
+        for key in ("fingerprint_score", "alignment_score", "embedding_score", "fused_score"):  # no -inf in JSON
             d[key] = None if d[key] is None or not np.isfinite(d[key]) else round(float(d[key]), 5)
         return d
 
@@ -85,10 +93,15 @@ class Candidate:
     embedding_score: float | None
     embedding_query_offset_s: float | None
     embedding_work_offset_s: float | None
+    alignment: al.AlignmentMatch | None = None
+
+    @property
+    def alignment_score(self) -> float | None:
+        return None if self.alignment is None else self.alignment.score
 
 
 def fusion_of(catalog: CatalogVersion) -> dict[str, dict[str, float] | None]:
-    """The catalog's calibrated channel scales, or the fingerprint-only default."""
+    """The catalog's calibrated channel scales, or the uncalibrated default."""
     fusion = catalog.info.get("fusion")
     return dict(fusion) if fusion else dict(DEFAULT_FUSION)
 
@@ -105,18 +118,31 @@ def z_score(raw: float | None, params: dict[str, float] | None) -> float:
     return (float(raw) - float(params["loc"])) / max(float(params["scale"]), 1e-9)
 
 
-def fuse(fingerprint_score: float, embedding_score: float | None, fusion: dict[str, Any]) -> float:
+def channel_z(c: Candidate, fusion: dict[str, Any]) -> dict[str, float]:
+    """Each channel's z for one candidate (-inf where unused or absent)."""
+    return {"fingerprint": z_score(c.fingerprint_score, fusion.get("fingerprint")),
+            "alignment": z_score(c.alignment_score, fusion.get("alignment")),
+            "embedding": z_score(c.embedding_score, fusion.get("embedding"))}
+
+
+def fuse(c: Candidate, fusion: dict[str, Any]) -> float:
     """max over channels of z (see module doc); -inf if no channel is in use."""
-    return max(z_score(fingerprint_score, fusion.get("fingerprint")),
-               z_score(embedding_score, fusion.get("embedding")))
+    return max(channel_z(c, fusion).values())
 
 
 def candidates(catalog: CatalogVersion, audio: np.ndarray, sample_rate: int, *,
-               embedder: Embedder | None = None) -> list[Candidate]:
-    """Raw fingerprint and embedding evidence for every work that either channel finds."""
+               embedder: Embedder | None = None, channels: tuple[str, ...] | None = None) -> list[Candidate]:
+    """Raw evidence for every work that a channel finds. `channels` (default: those the catalog's
+    fusion uses) limits the work: the embedder is not even built when the fusion leaves it out."""
+    if channels is None:
+        fusion = fusion_of(catalog)
+        channels = tuple(c for c in CHANNELS if fusion.get(c))
     matches = {m.work_id: m for m in fpm.match(fpm.query_fingerprints(audio, sample_rate), catalog.fingerprints)}
+    aligned: dict[int, al.AlignmentMatch] = {}
+    if "alignment" in channels and len(catalog.alignment):
+        aligned = {m.work_id: m for m in al.match(al.features(audio, sample_rate), catalog.alignment)}
     emb: dict[int, tuple[float, float, float]] = {}
-    if catalog.index is not None and catalog.index.ntotal > 0:
+    if "embedding" in channels and catalog.index is not None and catalog.index.ntotal > 0:
         if embedder is not None:
             catalog.use_embedder(embedder)
         model = catalog.embedder()
@@ -124,7 +150,7 @@ def candidates(catalog: CatalogVersion, audio: np.ndarray, sample_rate: int, *,
         vectors, starts = model.embed_windows(audio, sample_rate)
         emb = _embedding_scores(catalog, vectors, starts)
     out = []
-    for work_id in sorted(set(matches) | set(emb)):
+    for work_id in sorted(set(matches) | set(emb) | set(aligned)):
         m = matches.get(work_id)
         e = emb.get(work_id)
         out.append(Candidate(
@@ -134,6 +160,7 @@ def candidates(catalog: CatalogVersion, audio: np.ndarray, sample_rate: int, *,
             embedding_score=e[0] if e else None,
             embedding_query_offset_s=e[1] if e else None,
             embedding_work_offset_s=e[2] if e else None,
+            alignment=aligned.get(work_id),
         ))
     return out
 
@@ -168,22 +195,33 @@ def search(catalog: CatalogVersion, audio: np.ndarray, sr: int, k: int = 5, *,
     by_id = catalog.work_by_id
     matches = []
     for c in candidates(catalog, audio, sr, embedder=embedder):
-        fused = fuse(c.fingerprint_score, c.embedding_score, fusion)
-        fp_z = z_score(c.fingerprint_score, fusion.get("fingerprint"))
-        emb_z = z_score(c.embedding_score, fusion.get("embedding"))
-        use_fp = c.fingerprint_offset_s is not None and (fp_z >= emb_z or c.embedding_query_offset_s is None)
-        if use_fp:
-            offset = float(c.fingerprint_offset_s or 0.0)
-            query_offset, work_offset = max(0.0, -offset), max(0.0, offset)
+        zs = channel_z(c, fusion)
+        fused = max(zs.values())
+        located = {"fingerprint": c.fingerprint_offset_s is not None, "alignment": c.alignment is not None,
+                   "embedding": c.embedding_query_offset_s is not None}
+        # Landmark offsets are exact to a frame (32 ms); prefer them whenever that channel is above its null.
+        if located["fingerprint"] and zs["fingerprint"] >= 1.0:
+            channel = "fingerprint"
         else:
+            channel = max((ch for ch in CHANNELS if located[ch]), key=lambda ch: (zs[ch], ch == "fingerprint"),
+                          default="fingerprint")
+        if channel == "alignment" and c.alignment is not None:
+            query_offset, work_offset = c.alignment.query_offset_s, c.alignment.work_offset_s
+        elif channel == "embedding":
             query_offset = float(c.embedding_query_offset_s or 0.0)
             work_offset = float(c.embedding_work_offset_s or 0.0)
+        else:
+            offset = float(c.fingerprint_offset_s or 0.0)
+            query_offset, work_offset = max(0.0, -offset), max(0.0, offset)
         work = by_id.get(c.work_id)
         matches.append(CatalogMatch(
             work_id=c.work_id, title=work.title if work else "", path=work.path if work else "",
             query_offset_s=query_offset, work_offset_s=work_offset,
             fingerprint_score=float(c.fingerprint_score), embedding_score=c.embedding_score,
-            fused_score=float(fused) if np.isfinite(fused) else float("-inf")))
+            fused_score=float(fused) if np.isfinite(fused) else float("-inf"),
+            alignment_score=c.alignment_score,
+            semitones=None if c.alignment is None else c.alignment.semitones,
+            tempo=None if c.alignment is None else c.alignment.tempo, channel=channel))
     matches.sort(key=lambda m: (-m.fused_score, -m.fingerprint_score, m.work_id))
     return matches[: max(0, int(k))]
 
@@ -196,7 +234,7 @@ def check_asset(catalog: CatalogVersion, audio: np.ndarray, sr: int, threshold: 
     best = top[0] if top else None
     blocked = best is not None and best.fused_score >= used
     fusion = fusion_of(catalog)
-    mode = "calibrated" if catalog.calibrated else "uncalibrated default (fingerprint only)"
+    mode = "calibrated" if catalog.calibrated else "uncalibrated default"
     if best is None:
         reason = f"no catalog work shares material with the asset ({mode} threshold {used:.3f})"
     elif blocked:

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from musicops.evaluation.catalog import alignment as al
 from musicops.evaluation.catalog import fingerprint as fp
 from musicops.hashing import file_sha256
 from musicops.names import safe_name
@@ -40,6 +41,7 @@ WORKS_FILE = "works.json"
 WINDOWS_FILE = "windows.npz"
 VECTORS_FILE = "vectors.faiss"
 FINGERPRINTS_FILE = "fingerprints.npz"
+ALIGNMENT_FILE = "alignment.npz"
 TMP_PREFIX = ".tmp-"
 LOCK_FILE = ".lock"
 # What a fingerprint database was built with; a catalog built differently cannot be matched against.
@@ -47,6 +49,7 @@ FINGERPRINT_SCHEME = {
     "scheme": "landmark-v1", "sample_rate": fp.SAMPLE_RATE, "n_fft": fp.N_FFT, "hop": fp.HOP,
     "peaks_per_second": fp.PEAKS_PER_SECOND, "fanout": fp.FANOUT, "max_dt": fp.MAX_DT, "max_df": fp.MAX_DF,
     "peak_radius": [fp.PEAK_TIME_RADIUS, fp.PEAK_FREQ_RADIUS], "min_bin": fp.MIN_BIN,
+    "alignment": al.SCHEME,
 }
 
 
@@ -93,6 +96,7 @@ class CatalogVersion:
     window_offsets_s: np.ndarray  # float32
     fingerprints: fp.FingerprintDB
     index: VectorIndex | None
+    alignment: al.AlignmentDB = field(default_factory=al.AlignmentDB)
     added: list[Work] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # already in the catalog (same sha256)
     problems: list[FileProblem] = field(default_factory=list)
@@ -192,13 +196,14 @@ def _load_dir(name: str, version: int, directory: Path) -> CatalogVersion:
     return CatalogVersion(name=name, version=version, directory=directory, info=info, works=works,
                           window_ids=window_ids.astype(np.int64), window_work_ids=window_work_ids.astype(np.int32),
                           window_offsets_s=offsets.astype(np.float32),
-                          fingerprints=fp.FingerprintDB.load(directory / FINGERPRINTS_FILE), index=index)
+                          fingerprints=fp.FingerprintDB.load(directory / FINGERPRINTS_FILE), index=index,
+                          alignment=al.AlignmentDB.load(directory / ALIGNMENT_FILE))
 
 
 # --- adding works ---------------------------------------------------------------------------------
 
 def add_works(directory: str | os.PathLike[str], name: str, settings: Settings | None = None,
-              embedder: Embedder | str | None = "clap-tiny") -> CatalogVersion:
+              embedder: Embedder | str | None = None) -> CatalogVersion:
     """Add every new audio file under `directory` as a work; returns the new version (or the
     unchanged latest one when nothing was new).
 
@@ -230,14 +235,14 @@ def add_works(directory: str | os.PathLike[str], name: str, settings: Settings |
         known = {w.sha256 for w in previous.works} if previous else set()
         next_work = max((w.work_id for w in previous.works), default=-1) + 1 if previous else 0
 
-        added: list[tuple[Work, fp.Fingerprint, np.ndarray | None, np.ndarray | None]] = []
+        added: list[_NewWork] = []
         skipped: list[str] = []
         problems: list[FileProblem] = []
         for path in files:
             item = _read_work(path, next_work, known, embedder, skipped, problems)
             if item is not None:
                 added.append(item)
-                known.add(item[0].sha256)
+                known.add(item.work.sha256)
                 next_work += 1
 
         if not added:
@@ -261,15 +266,24 @@ def add_works(directory: str | os.PathLike[str], name: str, settings: Settings |
             shutil.rmtree(tmp, ignore_errors=True)
             raise
     result = _load_dir(name, version, final)
-    result.added = [work for work, *_ in added]
+    result.added = [item.work for item in added]
     result.skipped, result.problems = skipped, problems
     if embedder is not None:
         result._embedder = embedder
     return result
 
 
+@dataclass(frozen=True)
+class _NewWork:
+    work: Work
+    fingerprint: fp.Fingerprint
+    alignment: np.ndarray
+    vectors: np.ndarray | None
+    offsets: np.ndarray | None
+
+
 def _read_work(path: Path, work_id: int, known: set[str], embedder: Embedder | None, skipped: list[str],
-               problems: list[FileProblem]) -> tuple[Work, fp.Fingerprint, np.ndarray | None, np.ndarray | None] | None:
+               problems: list[FileProblem]) -> _NewWork | None:
     """Decode, hash, fingerprint and embed one file; None (and a note) when it is a duplicate or bad."""
     from musicops.audio.io import AudioError, read_audio
 
@@ -296,22 +310,25 @@ def _read_work(path: Path, work_id: int, known: set[str], embedder: Embedder | N
         vectors, offsets = embedder.embed_windows(mono, audio.sample_rate)
     work = Work(work_id=work_id, path=str(path.resolve()), sha256=digest, duration_s=round(audio.duration_s, 4),
                 title=path.stem, sample_rate=audio.sample_rate)
-    return work, print_fp, vectors, offsets
+    return _NewWork(work, print_fp, al.features(mono, audio.sample_rate), vectors, offsets)
 
 
 def _write_version(tmp: Path, name: str, version: int, previous: CatalogVersion | None,
-                   added: list[tuple[Work, fp.Fingerprint, np.ndarray | None, np.ndarray | None]],
-                   embedder: Embedder | None, source: str) -> None:
+                   added: list[_NewWork], embedder: Embedder | None, source: str) -> None:
     """Write every file of the new version into `tmp`; catalog.json last."""
     from musicops import code_version
     from musicops.evaluation.catalog.index import VectorIndex
 
-    works = (previous.works if previous else []) + [w for w, *_ in added]
-    db = (previous.fingerprints if previous else fp.FingerprintDB()).extend([(w.work_id, f) for w, f, *_ in added])
+    works = (previous.works if previous else []) + [item.work for item in added]
+    db = (previous.fingerprints if previous else fp.FingerprintDB()).extend(
+        [(item.work.work_id, item.fingerprint) for item in added])
+    aligned = (previous.alignment if previous else al.AlignmentDB()).extend(
+        [(item.work.work_id, item.alignment) for item in added])
 
     old_n = previous.window_ids.shape[0] if previous else 0
-    new_work_ids = [np.full(v.shape[0], w.work_id, np.int32) for w, _, v, _ in added if v is not None]
-    new_offsets = [o.astype(np.float32) for *_, o in added if o is not None]
+    new_work_ids = [np.full(item.vectors.shape[0], item.work.work_id, np.int32) for item in added
+                    if item.vectors is not None]
+    new_offsets = [item.offsets.astype(np.float32) for item in added if item.offsets is not None]
     n_new = int(sum(a.shape[0] for a in new_work_ids))
     window_ids = np.arange(old_n + n_new, dtype=np.int64)
     window_work_ids = np.concatenate([previous.window_work_ids if previous else np.zeros(0, np.int32)] + new_work_ids)
@@ -319,7 +336,7 @@ def _write_version(tmp: Path, name: str, version: int, previous: CatalogVersion 
 
     index = None
     if embedder is not None:
-        vectors = np.concatenate([v for *_, v, _ in added if v is not None])
+        vectors = np.concatenate([item.vectors for item in added if item.vectors is not None])
         if previous is not None and previous.index is not None:
             index = previous.index  # loaded fresh for this add; growing it in place is safe
         else:
@@ -328,6 +345,7 @@ def _write_version(tmp: Path, name: str, version: int, previous: CatalogVersion 
         index.save(tmp / VECTORS_FILE)
 
     db.save(tmp / FINGERPRINTS_FILE)
+    aligned.save(tmp / ALIGNMENT_FILE)
     with open(tmp / WINDOWS_FILE, "wb") as fh:
         np.savez(fh, ids=window_ids, work_ids=window_work_ids, offsets_s=offsets)
     _write_json(tmp / WORKS_FILE, [w.to_dict() for w in works])

@@ -19,6 +19,7 @@ EXTENSION_FORMATS = {
     ".ogg": {"OGG"},
     ".aiff": {"AIFF"},
     ".aif": {"AIFF"},
+    ".mp3": {"MP3"},  # libsndfile >= 1.1 (soundfile's bundled build) decodes MPEG layer III
 }
 AUDIO_EXTENSIONS = tuple(EXTENSION_FORMATS)
 
@@ -94,13 +95,13 @@ def write_audio(path: str | os.PathLike[str], samples: np.ndarray, sample_rate: 
     data = np.asarray(samples, dtype=np.float32)
     if not np.isfinite(data).all():
         raise AudioError(path, "refusing to write NaN/Inf samples")
-    fmt = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG"}.get(path.suffix.lower())
+    fmt = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG", ".mp3": "MP3"}.get(path.suffix.lower())
     if fmt is None:
         raise AudioError(path, f"unsupported output extension {path.suffix!r}")
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
     os.close(fd)
     try:
-        sf.write(tmp, data, sample_rate, format=fmt, subtype=subtype if fmt != "OGG" else "VORBIS")
+        sf.write(tmp, data, sample_rate, format=fmt, subtype={"OGG": "VORBIS", "MP3": "MPEG_LAYER_III"}.get(fmt, subtype))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -29,7 +29,7 @@ def _store_asset(db: ProvenanceDB, store, samples: np.ndarray, rate: int, prompt
     return record.asset_id
 
 
-def test_excerpt_is_blocked_and_recorded_unrelated_passes(tmp_path) -> None:
+def test_excerpt_is_blocked_and_recorded_unrelated_passes(tmp_path, unrelated_music) -> None:
     from musicops.evaluation.catalog.assets_gate import gate_assets
     from musicops.evaluation.catalog.store import add_works
 
@@ -39,13 +39,11 @@ def test_excerpt_is_blocked_and_recorded_unrelated_passes(tmp_path) -> None:
     add_works(works, "refs", settings, embedder=None)
     work = read_audio(sorted(works.glob("*.wav"))[1])
     excerpt = work.samples[int(2.0 * work.sample_rate): int(6.0 * work.sample_rate)]
-    other_dir = tmp_path / "other"
-    synthesize(other_dir, n=1, seed=999, duration_s=4.0)
-    other = read_audio(next(other_dir.glob("*.wav")))
+    other_samples, other_rate = unrelated_music
     store = open_asset_store(settings)
     with ProvenanceDB.from_settings(settings) as db:
         copied = _store_asset(db, store, excerpt, work.sample_rate, "copy", 1)
-        fresh = _store_asset(db, store, other.samples, other.sample_rate, "fresh", 2)
+        fresh = _store_asset(db, store, other_samples, other_rate, "fresh", 2)
     results = {r.asset_id: r for r in gate_assets("refs", batch_id="gate-batch", settings=settings)}
     assert results[copied].blocked and not results[fresh].blocked
     with ProvenanceDB.from_settings(settings) as db:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 
@@ -11,7 +10,6 @@ import soundfile as sf
 from typer.testing import CliRunner
 
 from musicops.cli import app
-from musicops.config import get_settings
 from musicops.datasets.synth import synthesize
 
 SR = 16000
@@ -36,31 +34,24 @@ def test_add_search_calibrate_versions(tmp_path) -> None:
     query = tmp_path / "query.wav"
     sf.write(str(query), data[SR: 5 * SR] * 0.5, SR)
     found = runner.invoke(app, ["catalog", "search", str(query), "--name", "cli", "--k", "2"])
-    assert found.exit_code == 0, found.output
+    assert found.exit_code == 1, found.output  # 1: a file was blocked
     assert "clip_0002" in found.output and "BLOCK" in found.output
 
-    # A 5% target needs only 40 negatives (2 / 0.05), which keeps this test quick.
-    calibrated = runner.invoke(app, ["catalog", "calibrate", "--name", "cli", "--target-fpr", "0.05",
-                                     "--n-per-transform", "4", "--n-negatives", "40"])
-    assert calibrated.exit_code == 0, calibrated.output
-    for name in ("shift", "gain", "noise", "reencode", "tempo", "pitch", "mix"):
-        assert name in calibrated.output
-    info = json.loads((get_settings().home / "catalog" / "cli" / "v0001" / "catalog.json").read_text())
-    assert info["threshold"] is not None and info["calibration"]["target_fpr"] == 0.05
+    # Four synthetic works: too few for leave-one-work-out negatives on two folds, and not real music.
+    refused = runner.invoke(app, ["catalog", "calibrate", "--name", "cli", "--target-fpr", "0.05"])
+    assert refused.exit_code == 2 and "needs at least 6" in _text(refused)
 
     listed = runner.invoke(app, ["catalog", "versions", "--name", "cli"])
     assert listed.exit_code == 0 and "v1" in listed.output
 
     too_few = runner.invoke(app, ["catalog", "calibrate", "--name", "cli", "--n-negatives", "50"])
-    assert too_few.exit_code == 1 and "at least 200" in _text(too_few)
+    assert too_few.exit_code == 2 and "at least 400" in _text(too_few)
 
 
 def test_bad_inputs_fail_cleanly(tmp_path) -> None:
     runner = CliRunner()
     bad_name = runner.invoke(app, ["catalog", "add", str(tmp_path), "--name", "../up", "--embedder", "none"])
     assert bad_name.exit_code == 1 and "invalid catalog name" in _text(bad_name)
-    missing = runner.invoke(app, ["catalog", "search", str(tmp_path / "nope.wav"), "--name", "cli"])
-    assert missing.exit_code == 1 and "not a file" in _text(missing)
     empty = tmp_path / "empty"
     empty.mkdir()
     (empty / "silent.wav").write_bytes(b"")
@@ -68,7 +59,7 @@ def test_bad_inputs_fail_cleanly(tmp_path) -> None:
     assert nothing.exit_code == 1 and "silent.wav" in _text(nothing)
     sf.write(str(tmp_path / "q.wav"), np.zeros(SR, np.float32), SR)
     no_catalog = runner.invoke(app, ["catalog", "search", str(tmp_path / "q.wav"), "--name", "absent"])
-    assert no_catalog.exit_code == 1 and "no complete versions" in _text(no_catalog)
+    assert no_catalog.exit_code == 2 and "no complete versions" in _text(no_catalog)
 
 
 def test_catalog_help_stays_light() -> None:
