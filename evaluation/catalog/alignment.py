@@ -15,7 +15,9 @@ transpositions (-2..+2 semitones); a work's score is the mean frame cosine at it
 (1 = the same music, about 0.2-0.3 for the best of unrelated music in the same style). Measured on
 rendered public-domain scores (benchmarks/copyright_gate.py) before this design was fixed: global
 chroma (12 bins) and unwhitened features gave unrelated same-style music scores as high as copies
-mixed 6 dB under other music; the 1 s local whitening halved that overlap. numpy only: the
+mixed 6 dB under other music; the 1 s local whitening halved that overlap. Also measured and
+worse for mixed copies: per-band variance normalisation, binary peak maps, a trimmed mean of frame
+cosines, scores relative to the median work (cohort), stronger log compression. numpy only: the
 correlation is one matrix product per (tempo, transposition) plus a strided diagonal sum.
 """
 
