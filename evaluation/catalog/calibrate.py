@@ -259,7 +259,7 @@ def calibrate(catalog: CatalogVersion, settings: Settings | None = None, target_
                 y = ops[name](x, rng, _excerpt(other, x.shape[0], rng))
                 score(y, name, work_id, set() if name != "mix" or other_id is None else {other_id},
                       fold_of[work_id])
-        n_outside = min(len(outside) and n_negatives // 3, n_negatives) if outside else 0
+        n_outside = n_negatives // 3 if outside else 0  # a third of the null from the user's folder
         for j in range(n_negatives):
             name = NEGATIVE_PROCESSING[j % len(NEGATIVE_PROCESSING)]
             if j < n_outside:
@@ -393,11 +393,10 @@ def _choose(catalog: CatalogVersion, samples: list[_Sample], target_fpr: float, 
 
     best: tuple[float, int, tuple[str, ...], float] | None = None
     choice: dict[str, float] = {}
-    fit_neg_all = [s for s in samples if not s.positive and s.fold == 0]
     for size in range(1, len(null) + 1):
         for subset in itertools.combinations(list(null), size):
             fusion = {c: (null[c] if c in subset else None) for c in gate.CHANNELS}
-            threshold = threshold_for(np.array([_best(s, fusion)[0] for s in fit_neg_all]), target_fpr)
+            threshold = threshold_for(np.array([_best(s, fusion)[0] for s in fit_neg]), target_fpr)
             mean_tpr = float(np.mean([np.mean([_best(s, fusion)[0] >= threshold for s in fit_pos
                                                if s.transform == name] or [0.0]) for name in TRANSFORMS]))
             choice["+".join(subset)] = round(mean_tpr, 4)
