@@ -79,7 +79,7 @@ def main() -> None:
         latencies.append(time.perf_counter() - t0)
         best = verdict.top[0] if verdict.top else None
         work = Path(best.path).name if best is not None else None
-        offset = best.work_offset_s - best.query_offset_s * (best.tempo or 1.0) if best is not None else None
+        offset = best.offset_s if best is not None else None
         results.append((q, verdict.blocked, work, offset))
 
     figures = {split: _figures(results, split, clopper_pearson_upper) for split in ("eval", "all")}

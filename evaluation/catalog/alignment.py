@@ -77,7 +77,7 @@ _BANDS: np.ndarray | None = None
 
 def features(audio: np.ndarray, sample_rate: int) -> np.ndarray:
     """(frames, 64) float32 whitened, unit-length semitone frames (zero rows where nothing sounds)."""
-    from scipy.ndimage import uniform_filter1d
+    from scipy.ndimage import convolve1d, uniform_filter1d
 
     global _BANDS
     if _BANDS is None:
@@ -93,16 +93,10 @@ def features(audio: np.ndarray, sample_rate: int) -> np.ndarray:
         return np.zeros((max(1, bands.shape[0] // DECIMATE), HIGH_MIDI - LOW_MIDI), np.float32)
     c = np.log1p(COMPRESSION * bands / peak)
     kernel = np.hanning(SMOOTH_FRAMES + 2)[1:-1]
-    c = uniform_filter1d(c, 1, axis=0) if SMOOTH_FRAMES <= 1 else _convolve_time(c, kernel / kernel.sum())
+    c = convolve1d(c, kernel / kernel.sum(), axis=0, mode="nearest")
     c = c[::DECIMATE]
     c = c - uniform_filter1d(c, size=WHITEN_FRAMES, axis=0, mode="nearest")
     return _unit_rows(c - c.mean(axis=1, keepdims=True))
-
-
-def _convolve_time(c: np.ndarray, kernel: np.ndarray) -> np.ndarray:
-    from scipy.ndimage import convolve1d
-
-    return convolve1d(c, kernel, axis=0, mode="nearest")
 
 
 def _unit_rows(c: np.ndarray) -> np.ndarray:

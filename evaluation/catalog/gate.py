@@ -56,6 +56,11 @@ class CatalogMatch:
     tempo: float | None = None  # query tempo / work tempo (alignment channel)
     channel: str = "fingerprint"  # the channel whose evidence set the fused score and the offsets
 
+    @property
+    def offset_s(self) -> float:
+        """The work time the query's start lines up with (tempo-corrected when the query is re-timed)."""
+        return self.work_offset_s - self.query_offset_s * (self.tempo or 1.0)
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         for key in ("query_offset_s", "work_offset_s"):
@@ -124,10 +129,6 @@ def channel_z(c: Candidate, fusion: dict[str, Any]) -> dict[str, float]:
             "alignment": z_score(c.alignment_score, fusion.get("alignment")),
             "embedding": z_score(c.embedding_score, fusion.get("embedding"))}
 
-
-def fuse(c: Candidate, fusion: dict[str, Any]) -> float:
-    """max over channels of z (see module doc); -inf if no channel is in use."""
-    return max(channel_z(c, fusion).values())
 
 
 def candidates(catalog: CatalogVersion, audio: np.ndarray, sample_rate: int, *,

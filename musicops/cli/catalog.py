@@ -119,7 +119,7 @@ def _search_one(catalog, file: Path, k: int) -> tuple[dict, object]:
     record = {
         "file": str(file), "blocked": verdict.blocked,
         "work": Path(best.path).name if best is not None and verdict.blocked else None,
-        "offset_s": round(best.work_offset_s - best.query_offset_s * (best.tempo or 1.0), 3)
+        "offset_s": round(best.offset_s, 3)
         if best is not None and verdict.blocked else None,
         "score": score, "threshold": round(verdict.threshold, 5),
         "closest": Path(best.path).name if best is not None else None,
