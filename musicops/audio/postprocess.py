@@ -50,6 +50,13 @@ _GEMM_ROWS = 256  # rows per product: stays in cache and under OpenBLAS's thread
 TAG_FIELDS = ("title", "copyright", "software", "artist", "comment", "date", "album", "license",
               "tracknumber", "genre")
 _TAG_PREFIX = "musicops-tags:"
+# Bytes of UTF-8 each container keeps per text field (without the terminator). WAV: libsndfile
+# reads an INFO sub-chunk only if it fits a 2 KiB buffer (text + NUL, padded to even), so 2045.
+# 'software' passes through a 128-byte buffer in every format, with " (libsndfile-x.y.z)" appended.
+# FLAC and Vorbis comments hold far more; the cap only bounds a file's header.
+_FIELD_BYTES = {"wav": 2045, "flac": 32_768, "ogg": 32_768}
+_SOFTWARE_BYTES = 96
+_UNSUPPORTED_FIELDS = {"wav": frozenset({"license"})}  # no INFO chunk: travels in the JSON comment
 _FORMATS = {"wav": ("WAV", "PCM_24"), "flac": ("FLAC", "PCM_24"), "ogg": ("OGG", "VORBIS")}
 _LIBSNDFILE_SUFFIX = re.compile(r" \(libsndfile-[^)]*\)$")
 _OGG_SERIAL = 0x6D75_736F  # fixed stream serial ("muso"); libsndfile picks a random one per file
@@ -233,8 +240,10 @@ def encode(samples: np.ndarray, sample_rate: int, fmt: str, tags: dict[str, str]
 
     Output is deterministic (no timestamps; Ogg's random stream serial is replaced by a fixed one)
     because assets are content-addressed: the same samples and tags must give the same bytes.
-    Samples are clipped to [-1, 1]. Raises AudioError if the container dropped a tag (wav's INFO
-    chunk holds about 2 kB per field).
+    Samples are clipped to [-1, 1]. Tags are cut to what the container keeps (`_FIELD_BYTES`, on a
+    UTF-8 character boundary; NULs and lone surrogates cannot be stored), so a long prompt never
+    fails a clip; `read_tags` returns the cut values. Raises AudioError if the container still
+    dropped a tag.
     """
     import soundfile as sf
 
@@ -249,7 +258,7 @@ def encode(samples: np.ndarray, sample_rate: int, fmt: str, tags: dict[str, str]
     if not np.isfinite(data).all():
         raise AudioError(f"<{key} bytes>", "refusing to encode NaN/Inf samples")
     data = np.clip(data, -1.0, 1.0)
-    fields = _tags_to_fields(tags or {})
+    fields = _tags_to_fields(tags or {}, key)
 
     buffer = io.BytesIO()
     with sf.SoundFile(buffer, "w", samplerate=int(sample_rate), channels=data.shape[1],
@@ -572,21 +581,65 @@ def _gate(z: np.ndarray) -> float:
         return float(-0.691 + 10.0 * np.log10(weights @ z[:, gated].mean(axis=1)))
 
 
-def _tags_to_fields(tags: dict[str, str]) -> dict[str, str]:
-    """Known, non-empty keys go to their soundfile field; the rest travel as JSON in 'comment'."""
+def truncate_utf8(text: str, max_bytes: int) -> str:
+    """`text` cut to at most `max_bytes` of UTF-8, never inside a character."""
+    data = text.encode("utf-8")
+    if len(data) <= max_bytes:
+        return text
+    return data[: max(0, max_bytes)].decode("utf-8", "ignore")  # drops only the split last character
+
+
+def _storable(value: object) -> str:
+    """Text libsndfile can hold: C strings end at NUL, and lone surrogates have no UTF-8."""
+    text = str(value).replace("\x00", "")
+    return text.encode("utf-8", "replace").decode("utf-8")
+
+
+def _tags_to_fields(tags: dict[str, str], fmt: str = "flac") -> dict[str, str]:
+    """Known, non-empty keys go to their soundfile field; the rest travel as JSON in 'comment'.
+    Every field is cut to the bytes `fmt` keeps (the JSON by shortening its longest values)."""
+    limit = _FIELD_BYTES.get(fmt, min(_FIELD_BYTES.values()))
+    unsupported = _UNSUPPORTED_FIELDS.get(fmt, frozenset())
     fields: dict[str, str] = {}
     extra: dict[str, str] = {}
     for key, value in tags.items():
-        text = str(value)
-        if key in TAG_FIELDS and text and not (key == "comment" and text.startswith(_TAG_PREFIX)):
-            fields[key] = text
+        text = _storable(value)
+        if (key in TAG_FIELDS and key not in unsupported and text
+                and not (key == "comment" and text.startswith(_TAG_PREFIX))):
+            fields[key] = truncate_utf8(text, _SOFTWARE_BYTES if key == "software" else limit)
         else:
-            extra[str(key)] = text
+            extra[_storable(key)] = text
     if extra:
         if "comment" in fields:
-            extra["comment"] = fields["comment"]
-        fields["comment"] = _TAG_PREFIX + json.dumps(extra, sort_keys=True, separators=(",", ":"))
+            extra["comment"] = _storable(tags["comment"])
+        fields["comment"] = _pack_extras(extra, limit)
     return fields
+
+
+def _pack_extras(extra: dict[str, str], limit: int) -> str:
+    """The extras as prefixed JSON within `limit` bytes: the longest value is shortened until it fits,
+    so the comment stays valid JSON (only if the keys alone overflow is the text cut, then read back
+    verbatim)."""
+    values = dict(extra)
+
+    def pack() -> str:
+        return _TAG_PREFIX + json.dumps(values, sort_keys=True, separators=(",", ":"))
+
+    while len(pack().encode("utf-8")) > limit:
+        longest = max(sorted(values), key=lambda k: len(values[k]))
+        text = values[longest]
+        if not text:
+            return truncate_utf8(pack(), limit)
+        low, high = 0, len(text) - 1  # longest prefix of `text` that fits (0 = none does)
+        while low < high:
+            middle = (low + high + 1) // 2
+            values[longest] = text[:middle]
+            if len(pack().encode("utf-8")) <= limit:
+                low = middle
+            else:
+                high = middle - 1
+        values[longest] = text[:low]
+    return pack()
 
 
 def _fields_to_tags(fields: dict[str, str]) -> dict[str, str]:

@@ -20,6 +20,7 @@ from musicops.audio.postprocess import (
     postprocess,
     read_tags,
     true_peak_dbtp,
+    truncate_utf8,
 )
 
 SR = 32000
@@ -304,5 +305,48 @@ def test_encode_refuses_bad_input() -> None:
         encode(np.zeros(10), SR, "mp3")
     with pytest.raises(AudioError, match="NaN"):
         encode(np.full(10, np.nan), SR, "wav")
-    with pytest.raises(AudioError, match="dropped tags"):
-        encode(np.zeros(10), SR, "wav", {"title": "x" * 5000})  # wav INFO fields hold ~2 kB
+
+
+# What libsndfile keeps per field: WAV INFO 2045 bytes (2 KiB read buffer), 'software' <= 96 here.
+WAV_FIELD_BYTES = 2045
+
+
+@pytest.mark.parametrize("char", ["x", "é", "漢", "🎵"])  # 1, 2, 3 and 4 bytes of UTF-8
+def test_long_tags_are_cut_by_bytes_on_a_character_boundary_never_failing_the_clip(char: str) -> None:
+    x = np.zeros((SR // 10, 1), dtype=np.float32)
+    title = char * 1000 + "tail" + char * 5000
+    tags = {"title": title, "software": "musicops " + "v" * 500, "seed": "7", "model": "models:/tiny/1"}
+    for fmt in ("wav", "flac", "ogg"):
+        written = read_tags(encode(x, SR, fmt, tags))
+        assert title.startswith(written["title"]) and written["title"]
+        assert written["software"].startswith("musicops v") and len(written["software"].encode()) <= 96
+        assert written["seed"] == "7" and written["model"] == "models:/tiny/1"  # the JSON comment still parses
+        if fmt == "wav":
+            size = len(written["title"].encode())
+            assert WAV_FIELD_BYTES - len(char.encode()) < size <= WAV_FIELD_BYTES, size
+        else:
+            assert written["title"] == title  # FLAC and Vorbis comments hold a 24 kB title whole
+
+
+def test_tag_cut_at_exactly_the_limit() -> None:
+    x = np.zeros((SR // 10, 1), dtype=np.float32)
+    fits = "a" + "🎵" * ((WAV_FIELD_BYTES - 1) // 4)  # 2045 bytes exactly: kept whole
+    assert len(fits.encode()) == WAV_FIELD_BYTES
+    assert read_tags(encode(x, SR, "wav", {"title": fits}))["title"] == fits
+    # One byte more splits the last emoji: it goes whole, never as a broken sequence.
+    assert read_tags(encode(x, SR, "wav", {"title": "ab" + fits[1:]}))["title"] == "ab" + fits[1:-1]
+    assert truncate_utf8("🎵🎵", 7) == "🎵" and truncate_utf8("🎵🎵", 8) == "🎵🎵" and truncate_utf8("é", 1) == ""
+
+
+def test_extra_tags_overflowing_the_wav_comment_are_shortened_and_stay_json() -> None:
+    x = np.zeros((SR // 10, 1), dtype=np.float32)
+    tags = {"asset_id": "abc", "params": "p" * 4000, "model": "m" * 100, "license": "CC0"}  # no INFO license
+    written = read_tags(encode(x, SR, "wav", tags))
+    assert written["asset_id"] == "abc" and written["model"] == "m" * 100 and written["license"] == "CC0"
+    assert 1500 < len(written["params"]) < 2045 and set(written["params"]) == {"p"}
+    assert read_tags(encode(x, SR, "flac", tags)) == tags  # FLAC holds it whole
+
+
+def test_unstorable_characters_are_dropped_or_replaced_not_fatal() -> None:
+    x = np.zeros((SR // 10, 1), dtype=np.float32)
+    assert read_tags(encode(x, SR, "wav", {"title": "a\x00b\ud800c"}))["title"] == "ab?c"
