@@ -13,6 +13,12 @@ are bit-identical whatever batch they are in (per-prompt generators), so batchin
 asset. Each clip is then post-processed (`process_clip`) and stored (`store_clip`) while the model
 thread runs the next batch: in `finish_processes` worker processes (see `finisher`), or on a thread
 of this process when that is 0.
+
+A clip that fails fails only its own request. If a worker process dies (killed, out of memory), the
+pool is broken for every clip in it: the finisher thread builds a new pool and resubmits those
+clips (up to `MAX_FINISH_ATTEMPTS` times each, so a clip that kills its worker every time cannot
+keep breaking the pool). Pools are created and fed only from the finisher thread, which lives as
+long as the engine: a worker's PR_SET_PDEATHSIG follows the thread that started it.
 """
 
 from __future__ import annotations
@@ -50,10 +56,24 @@ from musicops.store.provenance import ProvenanceDB
 
 log = logging.getLogger(__name__)
 Progress = Callable[[int, int], None]
+MAX_FINISH_ATTEMPTS = 3  # pools a clip may be sent to when workers keep dying under it
 
 
 class GenerationError(RuntimeError):
     """The model or the store failed for this request (details are logged, not sent to clients)."""
+
+
+@dataclass
+class FinishWork:
+    """One generated clip on its way to post-processing and the store."""
+
+    ticket: Ticket
+    index: int
+    clip: np.ndarray
+    seconds: float
+    loaded: Any
+    attempt: int = 1
+    broken: Any = None  # the pool that lost this clip: replaced (on the finisher thread) before a retry
 
 
 @dataclass
@@ -121,8 +141,6 @@ class Engine:
 
     def start(self) -> None:
         self.store.sweep_partials()
-        if self.finish_processes > 0:
-            self._pool = self._new_pool()
         for name, target in (("model-worker", self._work), ("finisher", self._finish_loop)):
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
@@ -140,15 +158,32 @@ class Engine:
         self.db.close()
 
     def _new_pool(self) -> Any:
+        """A pool of spawned workers that exit with this process (finisher thread only)."""
         import multiprocessing
+        import os
         from concurrent.futures import ProcessPoolExecutor
 
         from musicops.serving import finisher
 
         pool = ProcessPoolExecutor(self.finish_processes, mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=finisher.init_worker, initargs=(self.settings,))
+                                   initializer=finisher.init_worker, initargs=(self.settings, os.getpid()))
         pool.submit(finisher.ping)  # start the workers now, in the background
         return pool
+
+    def _replace_pool(self, broken: Any) -> None:
+        """Swap in a new pool if `broken` is still the current one (several lost clips, one rebuild).
+        Finisher thread only. A pool that cannot be started leaves None: the next clip tries again."""
+        if self._pool is not broken or self._stop.is_set():
+            return
+        self._pool = None
+        if broken is not None:
+            log.error("finisher pool broken (a worker process died); starting a new one")
+            with contextlib.suppress(Exception):
+                broken.shutdown(wait=False, cancel_futures=True)
+        try:
+            self._pool = self._new_pool()
+        except Exception:
+            log.exception("cannot start the finisher pool")
 
     # planning (request threads)
 
@@ -161,7 +196,8 @@ class Engine:
         """`plan_batch` for a model already resolved and loaded: the same keys and cache test, without
         re-resolving the reference or opening a database per request (a cache hit costs ~1 ms)."""
         loaded = loaded or self.manager.current
-        keys = [cache_key(i.normalized_prompt, item_params(i, options), loaded.model_id, i.seed) for i in items]
+        keys = [cache_key(i.normalized_prompt, item_params(i, options), loaded.model_id, i.seed, options.tenant)
+                for i in items]
         found = self.db.find_by_cache_keys(sorted(set(keys)))
         cached = {k: r for k, r in found.items()
                   if all(self.store.exists(f["sha256"], fmt) for fmt, f in r.files.items())}
@@ -278,7 +314,7 @@ class Engine:
                 self.metrics.batch_size.observe(len(clips))
             for position, clip in zip(local, clips, strict=True):
                 ticket, index = owners[position]
-                self._finishing.put((ticket, index, clip, share, loaded))
+                self._finishing.put(FinishWork(ticket, index, clip, share, loaded))
 
         self.in_model = len(items)
         try:
@@ -289,48 +325,77 @@ class Engine:
     # the finisher thread: post-process, check, store, provenance
 
     def _finish_loop(self) -> None:
+        if self.finish_processes > 0:
+            self._replace_pool(None)
         while True:
             work = self._finishing.get()
             if work is None:
                 return
-            ticket, index, clip, seconds, loaded = work
-            if ticket.future.done():
+            if work.ticket.future.done():
                 continue
-            if self._pool is None:
-                try:
-                    item = ticket.plan.items[index]
-                    processed = process_clip(clip, loaded.model.sample_rate, item.duration_s, ticket.plan.options)
-                    stored = store_clip(ticket.plan, index, processed, seconds, self.store, self.db)
-                except Exception as exc:
-                    self._clip_failed(ticket, exc)
-                    continue
-                self._clip_done(ticket, index, seconds, stored)
-                continue
-            from musicops.serving import finisher
-
-            args = (finisher.finish_clip, finisher.one_item_plan(ticket.plan, index), clip,
-                    loaded.model.sample_rate, seconds)
             try:
-                future = self._pool.submit(*args)
-            except Exception as exc:  # a broken pool (a worker died): start a new one and retry once
-                if self._stop.is_set():
-                    self._clip_failed(ticket, exc)
-                    continue
-                log.error("finisher pool unusable (%s); restarting it", type(exc).__name__)
-                self._pool = self._new_pool()
-                try:
-                    future = self._pool.submit(*args)
-                except Exception as again:
-                    self._clip_failed(ticket, again)
-                    continue
-            future.add_done_callback(lambda f, t=ticket, i=index, s=seconds: self._pool_done(t, i, s, f))
+                if self.finish_processes == 0:
+                    self._finish_here(work)
+                else:
+                    self._submit(work)
+            except Exception as exc:  # never let one clip stop the finisher
+                self._clip_failed(work.ticket, exc)
 
-    def _pool_done(self, ticket: Ticket, index: int, seconds: float, future: Any) -> None:
-        exc = future.exception()
-        if exc is not None:
+    def _finish_here(self, work: FinishWork) -> None:
+        ticket, index = work.ticket, work.index
+        try:
+            item = ticket.plan.items[index]
+            processed = process_clip(work.clip, work.loaded.model.sample_rate, item.duration_s, ticket.plan.options)
+            stored = store_clip(ticket.plan, index, processed, work.seconds, self.store, self.db)
+        except Exception as exc:
             self._clip_failed(ticket, exc)
+            return
+        self._clip_done(ticket, index, work.seconds, stored)
+
+    def _submit(self, work: FinishWork) -> None:
+        """Send a clip to the pool (finisher thread); a pool found broken is replaced, once per clip."""
+        from musicops.serving import finisher
+
+        args = (finisher.finish_clip, finisher.one_item_plan(work.ticket.plan, work.index), work.clip,
+                work.loaded.model.sample_rate, work.seconds)
+        if work.broken is not None:
+            self._replace_pool(work.broken)
+        for _ in range(2):
+            if self._pool is None:
+                self._replace_pool(None)
+            pool = self._pool
+            try:
+                if pool is None:
+                    raise RuntimeError("no finisher pool (see the log)")
+                future = pool.submit(*args)
+            except Exception as exc:  # BrokenProcessPool, or shut down
+                if self._stop.is_set():
+                    self._clip_failed(work.ticket, exc)
+                    return
+                self._replace_pool(pool)
+                continue
+            future.add_done_callback(lambda f, w=work, p=pool: self._pool_done(w, p, f))
+            return
+        self._clip_failed(work.ticket, RuntimeError("the finisher pool cannot be (re)started"))
+
+    def _pool_done(self, work: FinishWork, pool: Any, future: Any) -> None:
+        """Runs on the pool's thread: record the outcome, or hand a clip of a broken pool back."""
+        from concurrent.futures.process import BrokenProcessPool
+
+        if future.cancelled():
+            self._clip_failed(work.ticket, RuntimeError("finisher stopped"))
+            return
+        exc = future.exception()
+        if isinstance(exc, BrokenProcessPool) and not self._stop.is_set() and work.attempt < MAX_FINISH_ATTEMPTS:
+            log.warning("clip %d of %s lost with a worker process; finishing it again (attempt %d)",
+                        work.index, work.ticket.plan.batch_id, work.attempt + 1)
+            self._finishing.put(FinishWork(work.ticket, work.index, work.clip, work.seconds, work.loaded,
+                                           work.attempt + 1, broken=pool))
+            return
+        if exc is not None:
+            self._clip_failed(work.ticket, exc)
         else:
-            self._clip_done(ticket, index, seconds, future.result())
+            self._clip_done(work.ticket, work.index, work.seconds, future.result())
 
     def _clip_done(self, ticket: Ticket, index: int, seconds: float, stored: tuple[Any, bool, bool]) -> None:
         record, created, identical = stored
