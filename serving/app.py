@@ -33,6 +33,76 @@ from musicops.serving.signing import UrlSigner, load_secret
 log = logging.getLogger(__name__)
 
 
+class StartupError(RuntimeError):
+    """The server cannot start for a reason the operator must fix (the message names it)."""
+
+
+class BodyLimitMiddleware:
+    """Pure ASGI: a request body over `max_bytes` is refused with 413 while it is read, before any
+    route, body parsing or authentication runs, so no request can make the server buffer more.
+
+    A declared Content-Length over the limit is refused unread; a chunked body is counted as it
+    streams and refused the moment it passes the limit (the app then sees a client disconnect and
+    its own answer is dropped). The 413 closes the connection: the rest of the body is never read.
+    """
+
+    def __init__(self, app: Any, max_bytes: int, metrics: ServerMetrics | None = None) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+        self.metrics = metrics
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = next((v for k, v in scope.get("headers", ()) if k == b"content-length"), None)
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+            await self._refuse(scope, send)
+            return
+        received = 0
+        state = {"started": False, "refused": False, "answered": False}
+
+        async def limited_receive() -> dict[str, Any]:
+            nonlocal received
+            if state["refused"]:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    state["refused"] = True
+                    if not state["started"]:
+                        state["answered"] = True
+                        await self._refuse(scope, send)
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def tracked_send(message: dict[str, Any]) -> None:
+            if state["answered"]:
+                return  # the 413 went out in place of the app's answer
+            if message["type"] == "http.response.start":
+                state["started"] = True
+            await send(message)
+
+        await self.app(scope, limited_receive, tracked_send)
+
+    async def _refuse(self, scope: dict[str, Any], send: Any) -> None:
+        from fastapi.responses import JSONResponse
+
+        if self.metrics is not None:
+            self.metrics.error("body_too_large")
+        request_id = scope.get("state", {}).get("request_id")
+        response = JSONResponse(
+            {"error": {"code": "body_too_large", "request_id": request_id,
+                       "message": f"request body is larger than this server's limit of {self.max_bytes} bytes"}},
+            status_code=413, headers={"connection": "close"})
+
+        async def no_body() -> dict[str, Any]:
+            return {"type": "http.disconnect"}
+
+        await response(scope, no_body, send)
+
+
 def build_service(config: ServeConfig, settings: Settings | None = None,
                   initial: ResolvedModel | None = None) -> Service:
     settings = (settings or get_settings(config.home)).ensure()
@@ -131,6 +201,8 @@ def create_app(config: ServeConfig | None = None, settings: Settings | None = No
         log.error("unhandled %s on %s %s", type(exc).__name__, request.method, request.url.path, exc_info=exc)
         return error_response(request, 500, "internal_error", "internal error; see the server log for this request id")
 
+    # Added first, so it runs inside the request-id middleware (413s are logged with their id).
+    app.add_middleware(BodyLimitMiddleware, max_bytes=config.max_body_bytes, metrics=svc.metrics)
     app.add_middleware(RequestContextMiddleware, metrics=svc.metrics)
     return app
 
@@ -140,6 +212,10 @@ def run_server(config: ServeConfig, initial: ResolvedModel | None = None, log_le
 
     configure_logging(log_level)
     torch_threads_from_env()
-    app = create_app(config, initial=initial)
+    try:
+        app = create_app(config, initial=initial)
+    except OSError as exc:  # state directory, store or database path unusable
+        where = f" ({exc.filename})" if exc.filename else ""
+        raise StartupError(f"cannot start the server: {exc.strerror or exc}{where}") from exc
     uvicorn.run(app, host=config.host, port=config.port, log_config=None, access_log=False,
                 log_level=log_level, timeout_graceful_shutdown=10)

@@ -16,6 +16,10 @@ from musicops.generation.prompts import MAX_DURATION_S, MAX_PROMPT_CHARS, MAX_VA
 # measurement behind the quality checks needs audio to measure.
 MIN_DURATION_S = 0.1
 DEFAULT_PORT = 8000
+# Largest request body read. Requests are small JSON (a 1,000-character prompt of \u-escaped emoji
+# is 12 kB; no endpoint takes uploads), so 1 MiB is ample; bodies are refused (413) while read.
+DEFAULT_MAX_BODY_BYTES = 1 << 20
+MIN_BODY_BYTES = 64 << 10  # every valid request fits
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,7 @@ class ServeConfig:
     require_keys: bool = True
     public_url: str | None = None  # base of audio URLs behind a proxy; default: the request's
     formats: tuple[str, ...] = ("wav", "flac")
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     extra: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -57,6 +62,8 @@ class ServeConfig:
             raise ValueError("url_ttl_s must be > 0")
         if self.poll_interval_s < 0:
             raise ValueError("poll_interval_s must be >= 0")
+        if not MIN_BODY_BYTES <= self.max_body_bytes <= 1 << 30:
+            raise ValueError(f"max_body_bytes must be in [{MIN_BODY_BYTES}, {1 << 30}], got {self.max_body_bytes}")
 
 
 def torch_threads_from_env() -> None:

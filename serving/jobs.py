@@ -16,7 +16,8 @@ only the missing ones and no asset is made twice.
 Webhooks: on completion the job's URL (its host must be in the server's allow-list) gets one POST
 with the job as JSON and an `X-Musicops-Signature: sha256=<hmac>` header; delivery is retried a few
 times and, being after the completion commit, is at-least-once across crashes (the job id is the
-idempotency key).
+idempotency key). Redirects are never followed (the signed body would go to a host nobody allowed):
+a 3xx is a failed delivery, recorded with its reason in `webhook_error`.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import os
 import socket
 import threading
 import time
+import urllib.error
 import urllib.request
 import uuid
 from dataclasses import dataclass
@@ -72,6 +74,7 @@ class JobRow(_Base):
     error: Mapped[str | None] = mapped_column(Text, nullable=True)
     webhook_url: Mapped[str | None] = mapped_column(Text, nullable=True)
     webhook_state: Mapped[str] = mapped_column(String(16), default="none")
+    webhook_error: Mapped[str | None] = mapped_column(Text, nullable=True)  # why delivery failed
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
@@ -80,7 +83,7 @@ class JobRow(_Base):
 
 
 # Columns added after the first release: existing jobs databases get them on open.
-_ADDED_COLUMNS = {"owner": "VARCHAR(128)", "lease_until": "TIMESTAMP"}
+_ADDED_COLUMNS = {"owner": "VARCHAR(128)", "lease_until": "TIMESTAMP", "webhook_error": "TEXT"}
 
 
 @dataclass(frozen=True)
@@ -104,6 +107,7 @@ class Job:
     finished_at: datetime | None
     owner: str | None = None
     lease_until: datetime | None = None
+    webhook_error: str | None = None
 
 
 def _job(row: JobRow) -> Job:
@@ -237,9 +241,10 @@ class JobStore:
                 row.state, row.error, row.finished_at, row.lease_until = "failed", error, datetime.now(UTC), None
             return row.state
 
-    def set_webhook_state(self, job_id: str, state: str) -> None:
+    def set_webhook_state(self, job_id: str, state: str, error: str | None = None) -> None:
         with self._sessions.begin() as session:
-            session.execute(update(JobRow).where(JobRow.job_id == job_id).values(webhook_state=state))
+            session.execute(update(JobRow).where(JobRow.job_id == job_id)
+                            .values(webhook_state=state, webhook_error=error))
 
     def pending_webhooks(self) -> list[Job]:
         with self._sessions() as session:
@@ -276,6 +281,16 @@ def host_allowed(url: str, allowed: tuple[str, ...]) -> bool:
         if entry == host or (port is not None and entry == f"{host}:{port}"):
             return True
     return False
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """Refuse every redirect: urllib then raises HTTPError with the 3xx, and nothing is re-sent."""
+
+    def redirect_request(self, req: Any, fp: Any, code: int, msg: str, headers: Any, newurl: str) -> None:
+        return None
+
+
+_WEBHOOK_OPENER = urllib.request.build_opener(_NoRedirect)
 
 
 class JobRunner:
@@ -396,21 +411,33 @@ class JobRunner:
         threading.Thread(target=self._deliver, args=(job,), name=f"webhook-{job.job_id}", daemon=True).start()
 
     def _deliver(self, job: Job, attempts: int = 4) -> None:
+        """POST the job to its webhook URL, never following a redirect (the signature and body go to
+        the allow-listed URL only); retried with backoff, except a 3xx: the same answer would come."""
         body = json.dumps({"job_id": job.job_id, "state": job.state, "result": job.result, "error": job.error},
                           sort_keys=True).encode()
         headers = {"Content-Type": "application/json", "User-Agent": "musicops-webhook/1",
                    "X-Musicops-Job": job.job_id, "X-Musicops-Signature": self.signer.webhook_signature(body)}
+        reason = "not attempted"
         for attempt in range(attempts):
             try:
                 request = urllib.request.Request(job.webhook_url or "", data=body, headers=headers, method="POST")
-                with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - host allow-listed
+                with _WEBHOOK_OPENER.open(request, timeout=10) as response:  # host allow-listed
                     if 200 <= response.status < 300:
                         self.store.set_webhook_state(job.job_id, "delivered")
                         return
+                    reason = f"HTTP {response.status}"
+            except urllib.error.HTTPError as exc:
+                exc.close()
+                if 300 <= exc.code < 400:
+                    reason = f"redirect (HTTP {exc.code}) not followed; webhooks must answer 2xx themselves"
+                    log.warning("webhook for job %s: %s", job.job_id, reason)
+                    break
+                reason = f"HTTP {exc.code}"
             except Exception as exc:
-                log.warning("webhook for job %s failed (attempt %d): %s", job.job_id, attempt + 1,
-                            type(exc).__name__)
-            time.sleep(min(8.0, 0.5 * 2 ** attempt))
+                reason = type(exc).__name__
+            log.warning("webhook for job %s failed (attempt %d): %s", job.job_id, attempt + 1, reason)
+            if attempt + 1 < attempts:
+                time.sleep(min(8.0, 0.5 * 2 ** attempt))
         if self.metrics:
             self.metrics.error("webhook")
-        self.store.set_webhook_state(job.job_id, "failed")
+        self.store.set_webhook_state(job.job_id, "failed", reason)

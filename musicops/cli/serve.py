@@ -7,6 +7,12 @@ import typer
 from musicops.cli.common import fail
 
 
+def _cannot_start(message: str) -> None:
+    """One plain line on stderr (no wrapping, no markup: it names a path) and exit code 2."""
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(2)
+
+
 def serve(
     model: str = typer.Option("musicgen-tiny", help="models:/NAME@ALIAS (watched), models:/NAME/VERSION, "
                                                     "a model directory or musicgen-tiny."),
@@ -25,6 +31,8 @@ def serve(
                                                       "Default: none (webhooks refused)."),
     public_url: str = typer.Option(None, help="Base URL for audio links when behind a proxy."),
     no_auth: bool = typer.Option(False, "--no-auth", help="Serve without API keys (local experiments only)."),
+    max_body_bytes: int = typer.Option(1 << 20, help="Largest request body read; larger ones get 413 "
+                                                     "while they are read, before authentication."),
     log_level: str = typer.Option("info", help="debug, info, warning, error."),
 ) -> None:
     """Serve the generation API: sync, async jobs, streaming, signed assets, audit, metrics."""
@@ -34,8 +42,9 @@ def serve(
     from musicops.generation.prompts import MAX_DURATION_S
     from musicops.models.loading import resolve_model
     from musicops.registry import ModelNotFoundError
-    from musicops.serving.app import run_server
+    from musicops.serving.app import StartupError, run_server
     from musicops.serving.config import ServeConfig
+    from musicops.store.assets import asset_store_problem
 
     hosts = tuple(webhook_host or ()) or tuple(
         h.strip() for h in os.environ.get("MUSICOPS_SERVE_WEBHOOK_HOSTS", "").split(",") if h.strip())
@@ -45,9 +54,16 @@ def serve(
                              finish_processes=finish_processes,
                              max_duration_s=max_duration if max_duration is not None else MAX_DURATION_S,
                              max_variations=max_variations, url_ttl_s=url_ttl, webhook_hosts=hosts,
-                             require_keys=not no_auth, public_url=public_url)
+                             require_keys=not no_auth, public_url=public_url, max_body_bytes=max_body_bytes)
+        # Every request writes to the asset store: a path that cannot take a file fails the start.
+        problem = asset_store_problem(get_settings())
+        if problem is not None:
+            _cannot_start(problem)
         # Resolve the alias to a version now: an unknown model fails the start, not the first request.
         initial = resolve_model(model, get_settings())
-    except (ModelNotFoundError, ValueError) as exc:
+    except (ModelNotFoundError, ValueError, OSError) as exc:
         fail(str(exc), 2)
-    run_server(config, initial=initial, log_level=log_level)
+    try:
+        run_server(config, initial=initial, log_level=log_level)
+    except StartupError as exc:
+        _cannot_start(str(exc))

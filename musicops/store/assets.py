@@ -114,6 +114,20 @@ class AssetStore:
         except FileNotFoundError:
             return False
 
+    def write_problem(self) -> str | None:
+        """Why a file cannot be written in the store right now (None when it can): a probe file is
+        created, written and removed. For readiness, so a store gone read-only stops traffic."""
+        try:
+            fd, name = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}probe-", dir=self.root)
+            try:
+                os.write(fd, b"probe")
+            finally:
+                os.close(fd)
+                os.unlink(name)
+        except OSError as exc:
+            return f"asset store {self.root} is not writable: {exc.strerror or exc}"
+        return None
+
     def sweep_partials(self, min_age_s: float = 60.0) -> int:
         """Remove temp files left by killed writers; returns how many.
 
@@ -130,6 +144,21 @@ class AssetStore:
             except FileNotFoundError:
                 continue  # finished or swept by someone else meanwhile
         return removed
+
+
+def asset_store_problem(settings: Any) -> str | None:
+    """Why the configured store cannot be opened and written (None when it can), in one line naming
+    the path: a start-up check, so a bad path fails the start clearly instead of every request."""
+    try:
+        store = open_asset_store(settings)
+    except (OSError, ValueError, NotImplementedError) as exc:
+        path = getattr(exc, "filename", None)
+        if isinstance(exc, FileExistsError | NotADirectoryError) and path:
+            return f"asset store {path} is not a directory (a file is in the way on that path)"
+        if isinstance(exc, OSError):
+            return f"asset store {path or '?'} cannot be created: {exc.strerror or exc}"
+        return str(exc)
+    return store.write_problem()
 
 
 def open_asset_store(settings: Any) -> AssetStore:

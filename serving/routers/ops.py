@@ -3,6 +3,7 @@
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -26,12 +27,18 @@ async def healthz() -> Any:
     return {"status": "ok"}
 
 
-@ops.get("/readyz", response_model=Health, summary="Readiness: a model is loaded",
-         responses={503: {"model": Health, "description": "Still loading"}})
+@ops.get("/readyz", response_model=Health, summary="Readiness: a model is loaded and the asset store is writable",
+         responses={503: {"model": Health, "description": "Still loading, or the asset store is not writable "
+                                                          "(`detail` names the path and the problem)"}})
 async def readyz(svc: Service = Depends(service)) -> Any:
     if not svc.manager.ready:
         return JSONResponse({"status": "loading", "model": None}, status_code=503)
-    return {"status": "ready", "model": svc.manager.current.resolved.pinned_uri}
+    model = svc.manager.current.resolved.pinned_uri
+    # Every request stores its clips: a store that cannot take a file must take the replica out of traffic.
+    problem = await run_in_threadpool(svc.engine.store.write_problem)
+    if problem is not None:
+        return JSONResponse({"status": "store_unwritable", "model": model, "detail": problem}, status_code=503)
+    return {"status": "ready", "model": model}
 
 
 @ops.get("/metrics", summary="Prometheus metrics", response_class=Response,
