@@ -12,7 +12,12 @@ Security:
 - CSRF tokens (`security.CsrfSigner`) are HMAC-bound to the rater and the form; the key comes from
   ``MUSICOPS_MOS_SECRET`` or ``HOME/mos-secret`` (0600), so several worker processes agree on it.
 - The rating form stays disabled until the clip's ``ended`` event (a small nonce'd inline script),
-  which also sets ``played=1``; the server refuses a rating without it (400).
+  which also sets ``played=1``; the server refuses a rating without it (400). ``played=1`` is only
+  the page's word, so the server also keeps its own: every byte range of the clip it sends to the
+  rater (``Range`` requests answered with 206, as ``<audio>`` makes them) is recorded once it has
+  been handed to the connection, and a rating is refused (400) until those ranges cover the whole
+  file. A client that fetches the file without playing it cannot be told apart; one that never
+  fetched it, or fetched only part, is refused.
 - Every response carries ``Cache-Control: no-store``, ``X-Content-Type-Options: nosniff``,
   ``Referrer-Policy: no-referrer`` (the invite token is in the URL) and a CSP that allows only the
   nonce'd inline script/style, same-origin media and data: images.
@@ -32,6 +37,7 @@ import functools
 import io
 import logging
 import math
+import os
 import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -39,7 +45,7 @@ from typing import Any
 
 import anyio.to_thread
 from fastapi import FastAPI, Form, Request
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from musicops.evaluation.mos import security
@@ -50,6 +56,7 @@ from musicops.evaluation.mos.service import (
     Forbidden,
     MosService,
     NotFound,
+    NotListened,
     Rater,
 )
 
@@ -112,6 +119,55 @@ class SecurityHeaders:
             await send(message)
 
         return wrapped
+
+
+class RangeNotSatisfiable(Exception):
+    """A Range header that selects no byte of the file (416)."""
+
+
+def byte_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """The [start, end) a ``Range: bytes=...`` header asks for, or None to send the whole file (no
+    header, another unit, several ranges or a malformed one: RFC 9110 lets a server ignore Range)."""
+    if not header:
+        return None
+    unit, _, spec = header.strip().partition("=")
+    if unit.strip().lower() != "bytes" or "," in spec:
+        return None
+    first, dash, last = spec.strip().partition("-")
+    if not dash or not (first.isdigit() or last.isdigit()) or (first and not first.isdigit()) \
+            or (last and not last.isdigit()):
+        return None
+    if not first:  # the last N bytes
+        suffix = int(last)
+        if suffix == 0 or size == 0:
+            raise RangeNotSatisfiable
+        return max(0, size - suffix), size
+    start = int(first)
+    if last and int(last) < start:
+        return None  # last before first: syntactically invalid, so ignored
+    end = size if not last else min(size, int(last) + 1)
+    if start >= size:
+        raise RangeNotSatisfiable
+    return start, end
+
+
+class ServedAudio(Response):
+    """Audio bytes that call `on_sent` once they have been handed to the connection, before the
+    response is complete, so the next request on the same connection (the rating) sees the record."""
+
+    media_type = "audio/wav"
+
+    def __init__(self, content: bytes, status_code: int, headers: dict[str, str],
+                 on_sent: Any = None) -> None:
+        super().__init__(content, status_code=status_code, headers=headers)
+        self.on_sent = on_sent
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        await send({"type": "http.response.body", "body": self.body, "more_body": True})
+        if self.on_sent is not None:
+            await anyio.to_thread.run_sync(self.on_sent)
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 def _templates() -> Any:
@@ -299,7 +355,12 @@ def create_app(settings: Any = None, service: MosService | None = None) -> FastA
         except ValueError:
             raise PageError(400, "Invalid rating", "Please choose a rating from the scale.") from None
         try:
-            stored = service.submit_rating(rater.rater_id, item_id, value, submission_id)
+            stored = service.submit_rating(rater.rater_id, item_id, value, submission_id, require_listened=True)
+        except NotListened:
+            log.warning("rater %s: rating for item %s refused: the whole clip was not sent", rater.rater_id, item_id)
+            raise PageError(400, "Clip not played to the end",
+                            "This clip has not been played to the end yet: the whole clip has not been sent to "
+                            "your browser. Play it to the end, then rate it.") from None
         except Forbidden:
             log.warning("rater %s: refused rating for item not in assignment or closed campaign", rater.rater_id)
             raise PageError(403, "Not allowed", "This clip is not part of your listening test, "
@@ -323,25 +384,43 @@ def create_app(settings: Any = None, service: MosService | None = None) -> FastA
             return RedirectResponse(f"/r/{token}/rate" if rater.consented_at else f"/r/{token}", status_code=303)
         return render(request, "done.html", campaign=campaign_info(rater.campaign_id), total=progress.total)
 
-    def audio_for(token: str, item_id: str, reference: bool) -> FileResponse:
+    def audio_for(request: Request, token: str, item_id: str, reference: bool) -> Response:
+        """The clip (or its MUSHRA reference), whole or the one byte range asked for; the ranges of
+        the clip to rate are recorded as sent to this rater (`MosService.record_served`)."""
         rater = consented_rater(token)
-        item = next((i for i in service.assignment(rater.rater_id) if i.item_id == item_id), None)
+        item = service.assigned_item(rater.rater_id, item_id)
         sha = None if item is None else (item.reference_sha256 if reference else item.audio_sha256)
         if sha is None:
             raise PageError(404, "Not found", "There is no such clip in your listening test.")
         path = store.path_for(sha, "wav")
-        if not path.is_file():
+        try:
+            with path.open("rb") as handle:
+                size = os.fstat(handle.fileno()).st_size
+                try:
+                    wanted = byte_range(request.headers.get("range"), size)
+                except RangeNotSatisfiable:
+                    return Response(status_code=416, headers={"Content-Range": f"bytes */{size}",
+                                                              "Accept-Ranges": "bytes"})
+                start, end = wanted or (0, size)
+                handle.seek(start)
+                data = handle.read(end - start)
+        except FileNotFoundError:
             log.error("rater %s: audio for item %s missing from the asset store", rater.rater_id, item_id)
-            raise PageError(404, "Not found", "This clip is missing; please tell the test organizer.")
-        return FileResponse(path, media_type="audio/wav")
+            raise PageError(404, "Not found", "This clip is missing; please tell the test organizer.") from None
+        headers = {"Accept-Ranges": "bytes"}
+        if wanted is not None:
+            headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
+        on_sent = None if reference else functools.partial(service.record_served, item_id, start, start + len(data),
+                                                           size)
+        return ServedAudio(data, 206 if wanted is not None else 200, headers, on_sent)
 
     @app.get("/r/{token}/audio/{item_id}")
-    def audio(token: str, item_id: str) -> FileResponse:
-        return audio_for(token, item_id, reference=False)
+    def audio(request: Request, token: str, item_id: str) -> Response:
+        return audio_for(request, token, item_id, reference=False)
 
     @app.get("/r/{token}/audio/{item_id}/reference")
-    def audio_reference(token: str, item_id: str) -> FileResponse:
-        return audio_for(token, item_id, reference=True)
+    def audio_reference(request: Request, token: str, item_id: str) -> Response:
+        return audio_for(request, token, item_id, reference=True)
 
     @app.get("/campaigns/{campaign_id}/results", response_class=HTMLResponse)
     def results(request: Request, campaign_id: str, admin: str | None = None) -> HTMLResponse:

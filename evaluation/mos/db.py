@@ -5,6 +5,9 @@ provenance tables without name clashes, and live in its own SQLite file (`HOME/m
 Integrity rules live in the schema where a race could break them: one rating per item (the item
 belongs to exactly one rater, so one rating per (rater, item)), one token hash per rater, one
 rater index per campaign (the index seeds the rater's assignment).
+
+Schema changes add tables rather than alter existing ones (`mos_plays` came later): `create_all`
+creates a missing table and leaves existing ones, and their rows, as they are.
 """
 
 from __future__ import annotations
@@ -91,6 +94,21 @@ class ItemRow(Base):
     trap_expected: Mapped[float | None] = mapped_column(Float, nullable=True)
     # MUSHRA: the open reference played next to the item
     reference_asset_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
+
+
+class PlayRow(Base):
+    """One byte range of an item's clip that the app sent to the item's rater (an item belongs to one
+    rater, so the item id is the rater+clip session). Ranges are appended, never updated, so
+    concurrent Range requests need no locking; coverage is merged when a rating arrives."""
+
+    __tablename__ = "mos_plays"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    item_id: Mapped[str] = mapped_column(ForeignKey("mos_items.item_id"), index=True)
+    start: Mapped[int] = mapped_column(BigInteger)  # first byte sent
+    end: Mapped[int] = mapped_column(BigInteger)  # one past the last byte sent
+    size: Mapped[int] = mapped_column(BigInteger)  # the whole file's size when it was sent
+    served_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
 class RatingRow(Base):

@@ -15,6 +15,11 @@ Design choices (and why):
   seeded RNG ("mos:{seed}:rater:{k}") orders the lot. Same seed, same assignments.
 - Ratings: one per (rater, item), first submission wins. The same submission id again is a no-op
   (`False`); any other submission for a rated item is a `Conflict` ("already rated").
+- Listening: the web app records every byte range of a clip it sends to the item's rater
+  (`record_served`, table `mos_plays`) and submits with `require_listened=True`, so a rating is
+  refused (`NotListened`) until the ranges sent cover the whole file: "played to the end" is the
+  server's record of what it delivered, not the page's word. Programmatic callers (simulated raters,
+  imports of ratings collected elsewhere) submit without it.
 - Screening (rules in `qc`) runs after every gold/trap (and MUSHRA reference) answer; screened
   raters keep their ratings, flagged, and are excluded from every statistic.
 - Statistics (`stats`): per asset and per model version, mean with a 95 % t-interval over the
@@ -55,6 +60,7 @@ from musicops.evaluation.mos.db import (
     CampaignAssetRow,
     CampaignRow,
     ItemRow,
+    PlayRow,
     RaterRow,
     RatingRow,
     create_tables,
@@ -92,6 +98,10 @@ class Forbidden(MosError):
 
 class Conflict(MosError):
     """The item is already rated by another submission."""
+
+
+class NotListened(MosError):
+    """The whole clip has not been sent to this rater yet, so it cannot have been played to the end."""
 
 
 class QuorumTimeout(MosError):
@@ -571,8 +581,15 @@ class MosService:
                                   .where(RatingRow.rater_id == rater_id)) or 0
         return Progress(int(done), int(total), total > 0 and done >= total)
 
+    def assigned_item(self, rater_id: str, item_id: str) -> AssignmentItem | None:
+        """One item of the rater's assignment (None when it is not theirs): what the audio route needs,
+        without loading the whole assignment for every clip fetched."""
+        with self._sessions() as session:
+            found = self._items(session, rater_id, item_id=item_id)
+            return found[0] if found else None
+
     def _items(self, session: Session, rater_id: str, unrated_only: bool = False,
-               limit: int | None = None) -> list[AssignmentItem]:
+               limit: int | None = None, item_id: str | None = None) -> list[AssignmentItem]:
         reference = aliased(CampaignAssetRow)
         query = (
             select(ItemRow, CampaignAssetRow.audio_sha256, reference.audio_sha256)
@@ -583,6 +600,8 @@ class MosService:
             .where(ItemRow.rater_id == rater_id)
             .order_by(ItemRow.position)
         )
+        if item_id is not None:
+            query = query.where(ItemRow.item_id == item_id)
         if unrated_only:
             query = (query.outerjoin(RatingRow, RatingRow.item_id == ItemRow.item_id)
                      .where(RatingRow.item_id.is_(None)))
@@ -592,14 +611,47 @@ class MosService:
                                item.trap_expected, ref_sha)
                 for item, sha, ref_sha in session.execute(query)]
 
+    # listening
+
+    def record_served(self, item_id: str, start: int, end: int, size: int) -> None:
+        """Record that bytes [start, end) of the item's clip (a file of `size` bytes) were sent to its
+        rater. The caller has checked the item is in that rater's assignment."""
+        if not 0 <= start <= end <= size:
+            raise ValueError(f"bad byte range [{start}, {end}) of a {size}-byte file")
+        if end > start:
+            with self._sessions.begin() as session:
+                session.add(PlayRow(item_id=item_id, start=int(start), end=int(end), size=int(size),
+                                    served_at=_now()))
+
+    def listened(self, item_id: str) -> bool:
+        """Whether the ranges sent for this item cover the whole file (every byte, in any order)."""
+        with self._sessions() as session:
+            return self._covered(session, item_id)
+
+    @staticmethod
+    def _covered(session: Session, item_id: str) -> bool:
+        ranges = session.execute(select(PlayRow.start, PlayRow.end, PlayRow.size)
+                                 .where(PlayRow.item_id == item_id).order_by(PlayRow.start)).all()
+        if not ranges:
+            return False
+        size = max(r.size for r in ranges)  # a file is content-addressed: its size does not change
+        reached = 0
+        for start, end, _size in ranges:
+            if start > reached:
+                return False  # a gap: those bytes were never sent
+            reached = max(reached, end)
+        return reached >= size
+
     # ratings
 
-    def submit_rating(self, rater_id: str, item_id: str, score: float, submission_id: str) -> bool:
+    def submit_rating(self, rater_id: str, item_id: str, score: float, submission_id: str,
+                      require_listened: bool = False) -> bool:
         """Store one rating: True if stored now, False if this exact submission was already stored.
 
         Raises NotFound (unknown rater), Forbidden (item not in this rater's assignment, or campaign
         closed), ValueError (score outside the scale, ACR not a whole number, bad submission id),
-        Conflict (item already rated by another submission). Screens the rater after check items.
+        Conflict (item already rated by another submission), NotListened (`require_listened` and the
+        whole clip was not sent to this rater). Screens the rater after check items.
         """
         if not isinstance(submission_id, str) or not 0 < len(submission_id) <= _MAX_SUBMISSION_LEN:
             raise ValueError(f"submission_id must be a non-empty string of at most {_MAX_SUBMISSION_LEN} "
@@ -622,6 +674,8 @@ class MosService:
             raise Forbidden(f"campaign {campaign.campaign_id} is closed")
         if existing is not None:
             return self._repeat(existing, value, submission_id)
+        if require_listened and not self.listened(item_id):
+            raise NotListened(f"item {item_id}: the whole clip has not been sent to this rater")
         try:
             with self._sessions.begin() as session:
                 session.add(RatingRow(item_id=item_id, rater_id=rater_id, campaign_id=item.campaign_id,

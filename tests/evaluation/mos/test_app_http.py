@@ -1,9 +1,12 @@
 """The MOS rating app over real HTTP: a uvicorn subprocess (`musicops mos serve`'s function) on a free
 loopback port, real SQLite through MosService, forms scraped from the HTML like a browser would.
 
-- 50 concurrent raters x 100 ratings -> exactly 5,000 stored; re-posting all 5,000 forms stores nothing.
+- 50 concurrent raters x 100 ratings (each clip fetched first) -> exactly 5,000 stored; re-posting
+  all 5,000 forms stores nothing.
 - Refusals store nothing: unknown token (404), another rater's item (403), missing or wrong CSRF
-  (403), no `played=1` (400), score off the scale (400), a second different rating (409).
+  (403), no `played=1` (400), `played=1` while the server has not sent the whole clip to that rater
+  (400: never fetched, only part of it by Range, or fetched by another rater), score off the scale
+  (400), a second different rating (409).
 - Untrusted text (prompt, campaign name, instructions) is escaped; security headers are set; the
   audio URL reveals no asset id, hash or model version; tokens never reach the server log.
 """
@@ -213,6 +216,14 @@ class RaterConnection:
         response = self.conn.getresponse()
         return response.status, response.getheader("location") or "", response.read().decode()
 
+    def fetch(self, path: str) -> bytes:
+        """The clip, as the page's <audio> element would fetch it."""
+        self.conn.request("GET", path)
+        response = self.conn.getresponse()
+        data = response.read()
+        assert response.status == 200, response.status
+        return data
+
     def close(self) -> None:
         self.conn.close()
 
@@ -239,6 +250,7 @@ def test_50_concurrent_raters_store_exactly_5000_ratings_and_reposts_store_nothi
             for _ in range(N_CLIPS):
                 assert status == 200, page[:500]
                 data = {**form_fields(page, f"/r/{token}/rate"), "score": str(rng.randint(1, 5)), "played": "1"}
+                assert conn.fetch(f"/r/{token}/audio/{data['item_id']}")[:4] == b"RIFF"
                 status, location, page = conn.request("POST", f"/r/{token}/rate", data)
                 assert status == 303, page[:500]
                 posted.append(data)
@@ -262,13 +274,13 @@ def test_50_concurrent_raters_store_exactly_5000_ratings_and_reposts_store_nothi
     with ThreadPoolExecutor(max_workers=N_RATERS) as pool:
         start = time.perf_counter()
         futures = [pool.submit(one_rater, inv.token, i) for i, inv in enumerate(invites)]
-        forms = [f.result(timeout=120) for f in futures]
+        forms = [f.result(timeout=300) for f in futures]
         rated_s = time.perf_counter() - start
         assert count_ratings(service, cid) == N_RATERS * N_CLIPS
         start = time.perf_counter()
         futures = [pool.submit(repost, inv.token, f) for inv, f in zip(invites, forms, strict=True)]
         for future in futures:
-            future.result(timeout=120)
+            future.result(timeout=300)
         repost_s = time.perf_counter() - start
     print(f"\n{N_RATERS * N_CLIPS} ratings by {N_RATERS} concurrent raters: {rated_s:.1f} s; "
           f"{N_RATERS * N_CLIPS} re-posts: {repost_s:.1f} s")
@@ -335,6 +347,29 @@ def test_refusals_store_nothing(server: Server, service: MosService, small) -> N
             assert post(a.token, **{**good, "score": score}).status_code == 400, score
         assert post(a.token, **{k: v for k, v in good.items() if k != "score"}).status_code == 400
         assert count_ratings(service, cid) == 0
+
+        # played=1 is the page's word: the server has not sent this rater the clip yet, so no rating.
+        refused = post(a.token, **good)
+        assert refused.status_code == 400 and "not been played to the end" in refused.text
+        audio_a = f"/r/{a.token}/audio/{good['item_id']}"
+        whole = client.get(f"/r/{b.token}/audio/{form_b['item_id']}").content  # B's clip, fetched by B
+        assert post(a.token, **good).status_code == 400  # ... does not count for A
+        first_half = client.get(audio_a, headers={"Range": "bytes=0-999"})
+        assert first_half.status_code == 206 and first_half.headers["content-range"].startswith("bytes 0-999/")
+        size = int(first_half.headers["content-range"].rsplit("/", 1)[1])
+        assert post(a.token, **good).status_code == 400  # part of the clip is not the clip
+        tail = client.get(audio_a, headers={"Range": "bytes=2000-"})  # a gap: bytes 1000-1999 never sent
+        assert tail.status_code == 206 and len(tail.content) == size - 2000
+        assert post(a.token, **good).status_code == 400
+        assert count_ratings(service, cid) == 0
+        unsatisfiable = client.get(audio_a, headers={"Range": f"bytes={size}-"})
+        assert unsatisfiable.status_code == 416 and unsatisfiable.headers["content-range"] == f"bytes */{size}"
+        middle = client.get(audio_a, headers={"Range": "bytes=1000-1999"})
+        assert middle.status_code == 206 and len(middle.content) == 1000
+        sha = {i.item_id: i.audio_sha256 for i in service.assignment(a.rater_id)}[good["item_id"]]
+        stored = open_asset_store(get_settings(server.home)).read(sha, "wav")
+        assert first_half.content + middle.content + tail.content == stored and len(whole) > 2000
+        # The three ranges now cover the file: the rating below is accepted.
 
         # The good one is stored once; the same form again is a no-op with the same redirect.
         first = post(a.token, **good)
@@ -466,6 +501,8 @@ def test_mushra_page_has_a_0_100_input_and_the_open_reference(server: Server, se
         assert ref.status_code == 200 and ref.content == open_asset_store(get_settings(server.home)).read(
             item.reference_sha256, "wav")
         post = {**fields, "played": "1"}
+        assert client.post(f"/r/{inv.token}/rate", data={**post, "score": "73"}).status_code == 400  # not sent
+        assert client.get(f"/r/{inv.token}/audio/{fields['item_id']}").status_code == 200
         assert client.post(f"/r/{inv.token}/rate", data={**post, "score": "101"}).status_code == 400
         assert count_ratings(service, cid) == 0
         assert client.post(f"/r/{inv.token}/rate", data={**post, "score": "73"}).status_code == 303

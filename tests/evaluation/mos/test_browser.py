@@ -1,6 +1,7 @@
 """A rater in headless Chromium (Debian's /usr/bin/chromium driven by Playwright): invite -> consent ->
 play each clip to the end -> rate (mouse and keyboard) -> reload and reopen midway -> finish; then
-the results page shows the MOS per model version.
+the results page shows the MOS per model version. A rater who unlocks the form without playing
+(devtools: played=1, fieldset enabled) is refused by the server, which has not sent the clip.
 
 Skipped only where /usr/bin/chromium is missing outside CI; with CI set it must run (`make test`
 installs Debian's chromium).
@@ -137,10 +138,24 @@ def test_rater_in_chromium_rates_resumes_and_results_show_mos(tmp_path: Path) ->
                 page.reload()
                 assert page.locator("input[name=item_id]").input_value() == item_id
                 assert page.locator("#submit").is_disabled()
+            assert not service.listened(item_id)  # preload="none": nothing is sent before play
+            if k == 4:  # unlock the form without playing, as devtools could: the server refuses
+                seen = len(problems)
+                page.evaluate("document.getElementById('played').value = '1';"
+                              "document.getElementById('rating').disabled = false")
+                page.locator("input[name=score]").first.check()
+                with page.expect_navigation():
+                    page.get_by_role("button", name="Submit rating").click()
+                assert "not been played to the end" in page.content()
+                assert service.progress(invite.rater_id).done == k - 1
+                del problems[seen:]  # the browser logs the 400 itself as a console error
+                page.goto(f"{url}/r/{invite.token}/rate")
+                assert page.locator("input[name=item_id]").input_value() == item_id
             assert page.evaluate("document.getElementById('clip').play().then(() => true)")
             expect(page.locator("#submit")).to_be_enabled(timeout=15_000)  # only after `ended`
             assert page.evaluate("document.getElementById('clip').ended")
             assert page.locator("#played").input_value() == "1"
+            assert service.listened(item_id)  # the server sent every byte of the clip
             score = score_for(item_id)
             if k % 2:  # keyboard: the number key selects, Tab reaches the submit button, Enter submits
                 page.keyboard.press(str(score))

@@ -22,6 +22,7 @@ from musicops.evaluation.mos.service import (
     Forbidden,
     MosService,
     NotFound,
+    NotListened,
     QuorumTimeout,
     campaign_assets_from_batch,
     campaign_assets_from_spec,
@@ -193,6 +194,52 @@ def test_submissions_are_idempotent_and_conflicts_are_reported(service: MosServi
     frame = __import__("pandas").read_csv(service.export(cid, tmp_path / "idem.csv"))
     assert len(frame) == 1 and frame.loc[0, "submission_id"] == "sub-1" and frame.loc[0, "score"] == 4
     assert service.progress(first).done == 1
+
+
+def test_a_rating_that_needs_listening_waits_for_every_byte_of_the_clip(service: MosService) -> None:
+    """`require_listened` (the web app's mode): ranges sent in any order and overlapping count; a gap,
+    a part, or another item's ranges do not."""
+    cid = service.create_campaign("listen", TESTS, n_traps=0)
+    rater, other = (i.rater_id for i in service.invite(cid, 2))
+    item, second = (i.item_id for i in service.assignment(rater)[:2])
+    with pytest.raises(NotListened):
+        service.submit_rating(rater, item, 4, "s1", require_listened=True)  # nothing sent
+    service.record_served(service.assignment(other)[0].item_id, 0, 1000, 1000)  # another rater's clip
+    service.record_served(item, 600, 1000, 1000)
+    service.record_served(item, 0, 300, 1000)
+    assert not service.listened(item)  # bytes 300-599 never sent
+    with pytest.raises(NotListened):
+        service.submit_rating(rater, item, 4, "s1", require_listened=True)
+    service.record_served(item, 250, 650, 1000)  # overlapping ranges close the gap
+    assert service.listened(item) and not service.listened(second)
+    assert service.submit_rating(rater, item, 4, "s1", require_listened=True) is True
+    assert service.submit_rating(rater, item, 4, "s1", require_listened=True) is False  # the re-post
+    assert service.submit_rating(rater, second, 3, "s2") is True  # programmatic callers need not listen
+    for bad in ((-1, 10, 100), (0, 101, 100), (50, 40, 100)):
+        with pytest.raises(ValueError):
+            service.record_served(item, *bad)
+
+
+def test_a_database_from_before_play_tracking_opens_with_its_ratings(tmp_path: Path) -> None:
+    """`mos_plays` arrived later: an existing database gains the table and keeps every row."""
+    from sqlalchemy import create_engine, inspect, text
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    with MosService(url) as svc:
+        cid = svc.create_campaign("old", TESTS, n_traps=0)
+        rater = svc.invite(cid, 1)[0].rater_id
+        items = svc.assignment(rater)
+        svc.submit_rating(rater, items[0].item_id, 5, "old-1")
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("DROP TABLE mos_plays"))  # the schema as it was
+    assert "mos_plays" not in inspect(engine).get_table_names()
+    engine.dispose()
+    with MosService(url) as svc:
+        assert svc.progress(rater).done == 1 and svc.results(cid).n_valid_raters == 1
+        svc.record_served(items[1].item_id, 0, 10, 10)
+        assert svc.submit_rating(rater, items[1].item_id, 4, "new-1", require_listened=True)
+        assert svc.progress(rater).done == 2
 
 
 def test_tokens_are_stored_only_as_hashes(service: MosService) -> None:
