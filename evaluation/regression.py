@@ -3,6 +3,11 @@
 Both models generate the suite's prompts with the suite's seeds through the batch pipeline's code
 (cache, post-processing, checks, store, provenance), the audio is embedded, and the candidate is
 compared with the baseline prompt by prompt. Every figure carries its metric provenance.
+
+Comparisons alone can be fooled: once a broken champion exists, a broken candidate is "no worse".
+So the candidate also has to clear absolute floors (quality-check pass rate, silence / NaN / noise
+rates, and a CLAP score floor when real CLAP weights are used) that need no baseline. The suite
+file states its floors; `BUILTIN_FLOORS` is a minimum a suite file can tighten but never loosen.
 """
 
 from __future__ import annotations
@@ -19,6 +24,19 @@ from musicops.config import Settings, get_settings
 
 DEFAULT_SUITE = Path(__file__).resolve().parent / "suites" / "regression-v1.json"
 PASS, REGRESSION, ERROR = 0, 1, 2
+
+# The hard minimum for every release, whatever suite file is used (a suite may only tighten these).
+# Rates are fractions of the suite's prompts. Why these values: see the suite file's "floor_notes".
+BUILTIN_FLOORS: dict[str, float] = {
+    "max_check_failure_rate": 0.2,  # clips failing any quality check
+    "max_silence_rate": 0.1,  # clips failing the silence check (RMS below -60 dBFS)
+    "max_nonfinite_rate": 0.0,  # clips with NaN/Inf samples: never legitimate
+    "max_noise_rate": 0.1,  # clips whose spectral flatness exceeds `noise_flatness`
+    "noise_flatness": 0.35,  # white noise ~0.56, pink noise ~0.19, music ~0.00-0.03
+    "min_clap_score": 0.05,  # mean text-audio cosine; only with real (non-random) CLAP weights
+}
+# A floor is tighter when lower, except these, which are tighter when higher.
+_HIGHER_IS_TIGHTER = frozenset({"min_clap_score"})
 
 
 class SuiteError(ValueError):
@@ -42,6 +60,14 @@ class Suite:
     thresholds: dict[str, Any]
     sha256: str
     path: str
+    floors: dict[str, float] = field(default_factory=lambda: dict(BUILTIN_FLOORS))
+    floors_ignored: dict[str, float] = field(default_factory=dict)  # suite values looser than the built-ins
+    embedder_path: str | None = None
+
+    def info(self) -> dict[str, Any]:
+        """What a verdict records about the suite it was measured with (the sha256 pins the file)."""
+        return {"name": self.name, "version": self.version, "sha256": self.sha256, "path": self.path,
+                "floors": self.floors, "floors_ignored": self.floors_ignored}
 
 
 def load_suite(path: str | Path = DEFAULT_SUITE) -> Suite:
@@ -51,15 +77,44 @@ def load_suite(path: str | Path = DEFAULT_SUITE) -> Suite:
         data = json.loads(raw)
         prompts = tuple(SuitePrompt(str(p["id"]), str(p["prompt"]), float(p["duration_s"]), int(p["seed"]))
                         for p in data["prompts"])
+        floors, ignored = effective_floors(data.get("floors") or {})
+        embedder_path = data.get("embedder_path")
+        if embedder_path is not None:  # relative to the suite file, so a suite folder travels whole
+            embedder_path = str((path.parent / str(embedder_path)).resolve())
         suite = Suite(str(data["name"]), int(data["version"]), str(data.get("embedder", "clap-tiny")), prompts,
-                      dict(data["thresholds"]), hashlib.sha256(raw).hexdigest(), str(path))
-    except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+                      dict(data["thresholds"]), hashlib.sha256(raw).hexdigest(), str(path), floors, ignored,
+                      embedder_path)
+    except SuiteError as exc:
+        raise SuiteError(f"{path}: {exc}") from exc
+    except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
         raise SuiteError(f"{path}: not a usable regression suite ({exc})") from exc
     if len(prompts) < 3:
         raise SuiteError(f"{path}: a suite needs at least 3 prompts for confidence intervals")
     if len({p.id for p in prompts}) != len(prompts):
         raise SuiteError(f"{path}: prompt ids must be unique")
     return suite
+
+
+def effective_floors(declared: dict[str, Any]) -> tuple[dict[str, float], dict[str, float]]:
+    """The suite's floors, each clamped to at least the built-in minimum.
+
+    Returns (floors in force, the suite's values that were looser and therefore ignored). An unknown
+    floor name is an error: a typo must not silently leave a floor at a value nobody chose.
+    """
+    unknown = sorted(set(declared) - set(BUILTIN_FLOORS))
+    if unknown:
+        raise SuiteError(f"unknown floor(s) {', '.join(unknown)}; known: {', '.join(sorted(BUILTIN_FLOORS))}")
+    floors, ignored = dict(BUILTIN_FLOORS), {}
+    for key, raw in declared.items():
+        if isinstance(raw, bool) or not isinstance(raw, int | float) or not np.isfinite(raw):
+            raise SuiteError(f"floor {key!r} must be a finite number, not {raw!r}")
+        value, minimum = float(raw), BUILTIN_FLOORS[key]
+        looser = value < minimum if key in _HIGHER_IS_TIGHTER else value > minimum
+        if looser:
+            ignored[key] = value
+        else:
+            floors[key] = value
+    return floors, ignored
 
 
 @dataclass
@@ -115,10 +170,113 @@ class RegressionResult:
                 "rows": [asdict(r) for r in self.rows]}
 
 
+@dataclass
+class FloorResult:
+    """The absolute floors on a candidate alone (a first release has no baseline to compare with)."""
+
+    suite: dict[str, Any]
+    candidate: str
+    checks: list[GateCheck]
+    metrics: dict[str, Any]
+    candidate_assets: list[str]
+
+    @property
+    def passed(self) -> bool:
+        return all(check.passed for check in self.checks)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"suite": self.suite, "candidate": self.candidate, "verdict": "pass" if self.passed else "regression",
+                "checks": [asdict(c) for c in self.checks], "metrics": self.metrics,
+                "candidate_assets": self.candidate_assets}
+
+
+def floor_checks(records: list[Any], clap: np.ndarray | None, floors: dict[str, float],
+                 real_clap: bool) -> tuple[list[GateCheck], dict[str, Any]]:
+    """Absolute checks on the candidate's suite outputs; no baseline can move these.
+
+    `clap` is the per-prompt text-audio score; its floor applies only with real CLAP weights (the
+    random-init `clap-tiny` preset's scores mean nothing musically).
+    """
+    from musicops.audio.checks import NOT_COMPUTED
+
+    n = max(len(records), 1)
+
+    def rate(failed: Any) -> float:
+        return sum(1 for record in records if failed(record)) / n
+
+    def failed_check(record: Any, name: str) -> bool:
+        return any(c["name"] == name and not c["passed"] and not str(c.get("detail", "")).startswith(NOT_COMPUTED)
+                   for c in record.checks)
+
+    any_failed = rate(lambda r: not r.passed)
+    silent = rate(lambda r: failed_check(r, "silence"))
+    nonfinite = rate(lambda r: failed_check(r, "finite"))
+    noise_level = floors["noise_flatness"]
+    noisy = rate(lambda r: _check_value(r, "spectral_flatness") > noise_level)
+    f = floors
+    checks = [
+        GateCheck("floor_quality_checks", any_failed <= f["max_check_failure_rate"], any_failed,
+                  f["max_check_failure_rate"],
+                  f"candidate fails quality checks on {any_failed:.0%} of prompts "
+                  f"(absolute floor: at most {f['max_check_failure_rate']:.0%}, whatever the baseline)"),
+        GateCheck("floor_silence", silent <= f["max_silence_rate"], silent, f["max_silence_rate"],
+                  f"{silent:.0%} of the candidate's clips are silent (absolute floor: at most "
+                  f"{f['max_silence_rate']:.0%})"),
+        GateCheck("floor_nonfinite", nonfinite <= f["max_nonfinite_rate"], nonfinite, f["max_nonfinite_rate"],
+                  f"{nonfinite:.0%} of the candidate's clips contain NaN/Inf samples (absolute floor: at most "
+                  f"{f['max_nonfinite_rate']:.0%})"),
+        GateCheck("floor_noise", noisy <= f["max_noise_rate"], noisy, f["max_noise_rate"],
+                  f"{noisy:.0%} of the candidate's clips are noise-like (spectral flatness > {noise_level:g}; "
+                  f"absolute floor: at most {f['max_noise_rate']:.0%})"),
+    ]
+    metrics: dict[str, Any] = {"check_failure_rate": any_failed, "silence_rate": silent,
+                               "nonfinite_rate": nonfinite, "noise_rate": noisy}
+    if real_clap and clap is not None:
+        mean = float(np.mean(clap))
+        checks.append(GateCheck("floor_clap_score", mean >= f["min_clap_score"], mean, f["min_clap_score"],
+                                f"mean CLAP text-audio score {mean:.4f} (absolute floor: at least "
+                                f"{f['min_clap_score']:g})"))
+        metrics["clap_mean"] = mean
+    else:
+        metrics["clap_floor"] = "not applied: the suite's embedder is the random-init clap-tiny preset"
+    return checks, metrics
+
+
+def run_floors(candidate: str, suite_path: str | Path = DEFAULT_SUITE,
+               settings: Settings | None = None) -> FloorResult:
+    """Generate the suite with the candidate alone and apply the absolute floors (first release)."""
+    from musicops.evaluation.embedders import CLAP_TINY, get_embedder
+    from musicops.evaluation.metrics import clap_score
+
+    settings = (settings or get_settings()).ensure()
+    suite = load_suite(suite_path)
+    cand = _generate(suite, candidate, settings)
+    records = [o.record for o in cand.outcomes]
+    real_clap = suite.embedder != CLAP_TINY
+    clap = None
+    if real_clap:  # the random-init preset's score would gate nothing: skip the embedding cost
+        audio, rate = _load_audio(cand, settings)
+        embedder = get_embedder(suite.embedder, suite.embedder_path)
+        clap = clap_score(embedder.embed_audio(audio, rate), embedder.embed_text([p.prompt for p in suite.prompts]))
+    checks, metrics = floor_checks(records, clap, suite.floors, real_clap)
+    return FloorResult(suite.info(), cand.plan.model.pinned_uri, checks, metrics, [r.asset_id for r in records])
+
+
+def _generate(suite: Suite, model: str, settings: Settings) -> Any:
+    from musicops.generation.batch import BatchOptions, run_batch
+    from musicops.generation.prompts import WorkItem
+    from musicops.store.cache import normalize_prompt
+
+    items = [WorkItem(i + 1, 0, p.prompt, normalize_prompt(p.prompt), p.duration_s, p.seed)
+             for i, p in enumerate(suite.prompts)]
+    return run_batch(f"<suite {suite.name} v{suite.version}>", model, BatchOptions(log_to_mlflow=False), settings,
+                     items=items)
+
+
 def run_regression(candidate: str, baseline: str, suite_path: str | Path = DEFAULT_SUITE,
                    out_dir: str | Path | None = None, settings: Settings | None = None) -> RegressionResult:
     """Generate, embed and compare; write JSON, JUnit XML and HTML into `out_dir` when given."""
-    from musicops.evaluation.embedders import get_embedder
+    from musicops.evaluation.embedders import CLAP_TINY, get_embedder
     from musicops.evaluation.metrics import (
         clap_score,
         embedding_drift,
@@ -127,20 +285,16 @@ def run_regression(candidate: str, baseline: str, suite_path: str | Path = DEFAU
         paired_bootstrap,
         reference_set_hash,
     )
-    from musicops.generation.batch import BatchOptions, run_batch
-    from musicops.generation.prompts import WorkItem
-    from musicops.store.cache import normalize_prompt
+    from musicops.generation.batch import BatchOptions
 
     settings = (settings or get_settings()).ensure()
     suite = load_suite(suite_path)
-    items = [WorkItem(i + 1, 0, p.prompt, normalize_prompt(p.prompt), p.duration_s, p.seed)
-             for i, p in enumerate(suite.prompts)]
     options = BatchOptions(log_to_mlflow=False)
-    cand = run_batch(f"<suite {suite.name} v{suite.version}>", candidate, options, settings, items=items)
-    base = run_batch(f"<suite {suite.name} v{suite.version}>", baseline, options, settings, items=items)
+    cand = _generate(suite, candidate, settings)
+    base = _generate(suite, baseline, settings)
     cand_audio, rate = _load_audio(cand, settings)
     base_audio, _ = _load_audio(base, settings)
-    embedder = get_embedder(suite.embedder)
+    embedder = get_embedder(suite.embedder, suite.embedder_path)
     reference_hash = reference_set_hash([o.record.sha256 for o in base.outcomes])
     provenance = embedder.provenance(loudness_normalisation=_loudness_note(options),
                                      reference_set_sha256=reference_hash)
@@ -163,7 +317,9 @@ def run_regression(candidate: str, baseline: str, suite_path: str | Path = DEFAU
     fail_c = float(np.mean([not o.record.passed for o in cand.outcomes]))
     fail_b = float(np.mean([not o.record.passed for o in base.outcomes]))
 
-    checks = [
+    floors, floor_metrics = floor_checks([o.record for o in cand.outcomes], clap_c, suite.floors,
+                                         suite.embedder != CLAP_TINY)
+    checks = floors + [
         GateCheck("artifacts", fail_c - fail_b <= t["max_artifact_rate_increase"], fail_c - fail_b,
                   t["max_artifact_rate_increase"],
                   f"candidate fails quality checks on {fail_c:.0%} of prompts, baseline on {fail_b:.0%}"),
@@ -190,12 +346,13 @@ def run_regression(candidate: str, baseline: str, suite_path: str | Path = DEFAU
             float(flat_b[i]), [c["name"] for c in rc.checks if not c["passed"]],
             [c["name"] for c in rb.checks if not c["passed"]], float(contributions[i])))
     result = RegressionResult(
-        suite={"name": suite.name, "version": suite.version, "sha256": suite.sha256, "path": suite.path},
+        suite=suite.info(),
         candidate=cand.plan.model.pinned_uri, baseline=base.plan.model.pinned_uri, provenance=provenance.to_dict(),
         rows=rows, checks=checks,
         metrics={"frechet_distance": fd, "clap": clap_cmp.to_dict(), "flatness": flat_cmp.to_dict(),
                  "artifact_rate_candidate": fail_c, "artifact_rate_baseline": fail_b,
-                 "drift_median": float(np.median(drift)), "drift_max": float(np.max(drift))},
+                 "drift_median": float(np.median(drift)), "drift_max": float(np.max(drift)),
+                 "floors": floor_metrics},
     )
     if out_dir is not None:
         from musicops.evaluation.report import write_reports

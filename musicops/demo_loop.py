@@ -69,7 +69,7 @@ def run_demo(settings: Settings, say: Callable[[str], None], clips: int = 12, st
         promote(name, version, settings, gates_passed=first.passed)
         result.champion_before = version
         say(f"first run: the tiny base model is models:/{name}/{version} and became @champion "
-            f"(no baseline yet: regression skipped)")
+            f"(no baseline yet: absolute quality floors only)")
 
     candidate = run_local("fine-tune", {
         "source_dir": str(data_dir), "dataset_name": "demo-synth", "base_model": f"models:/{name}@champion",

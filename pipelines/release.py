@@ -24,9 +24,10 @@ def release_pipeline(
     mlflow_tracking_uri: str = "",
 ) -> str:
     common = {"musicops_home": musicops_home, "mlflow_tracking_uri": mlflow_tracking_uri}
-    regression = regression_gate_step(candidate=candidate, baseline=baseline, suite_path=suite_path, **common)
+    regression = regression_gate_step(candidate=candidate, baseline=baseline, alias=alias, suite_path=suite_path,
+                                      **common)
     copyright_check = copyright_gate_step(regression=regression.outputs["Output"], catalog=catalog, **common)
-    mos = mos_gate_step(candidate=candidate, baseline=baseline, mos_campaign=mos_campaign, **common)
+    mos = mos_gate_step(candidate=candidate, baseline=baseline, alias=alias, mos_campaign=mos_campaign, **common)
     mos.after(copyright_check)
     licence = licence_gate_step(candidate=candidate, alias=alias, **common)
     licence.after(mos)

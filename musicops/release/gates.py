@@ -3,6 +3,11 @@
 Order: regression -> copyright similarity -> MOS -> licence. A gate that cannot run for a stated
 reason (no catalog configured, MOS switched off) is recorded as *skipped*, never as passed; a gate
 that fails to run for an unexpected reason is an *error*, and the verdict is "could not evaluate".
+
+The regression gate cannot be fooled by the choice of baseline: the baseline defaults to the
+alias's current holder, a candidate is never its own baseline (refused), and absolute floors that
+no baseline can lower apply always, also on a first release with no baseline at all. An override
+may overrule a gate that ran and failed, never one that could not evaluate.
 """
 
 from __future__ import annotations
@@ -16,6 +21,11 @@ from typing import Any
 from musicops.config import Settings
 
 PASS, FAIL, SKIPPED, ERROR = "pass", "fail", "skipped", "error"
+VERDICTS = {0: "pass", 1: "fail", 2: "could not evaluate"}
+
+
+class ReleaseRefused(ValueError):
+    """The release will not proceed as asked (e.g. the candidate is its own baseline): nothing moves."""
 
 
 @dataclass
@@ -34,48 +44,158 @@ class ReleaseReport:
     gates: list[GateVerdict]
     started_at: str
     out_dir: str | None = None
+    # Set by `release` once the gates have run: what happened to the alias, and any override.
+    promotion: dict[str, Any] | None = None
+    override: dict[str, Any] | None = None
+    final_code: int | None = None
+    model: Any = field(default=None, repr=False)  # the resolved candidate (for tagging)
 
     @property
     def exit_code(self) -> int:
-        """0 pass, 1 a gate failed, 2 could not evaluate."""
+        """The gates' outcome: 0 pass, 1 a gate failed, 2 could not evaluate."""
         if any(g.status == ERROR for g in self.gates):
             return 2
         return 1 if any(g.status == FAIL for g in self.gates) else 0
 
     @property
+    def outcome_code(self) -> int:
+        """What the command exits with: the gates' outcome, or 0 after a recorded override promoted."""
+        return self.exit_code if self.final_code is None else self.final_code
+
+    @property
     def passed(self) -> bool:
         return self.exit_code == 0
 
+    @property
+    def suite(self) -> dict[str, Any] | None:
+        """The regression suite the verdict was measured with (name, version, sha256, floors)."""
+        for gate in self.gates:
+            if gate.name == "regression" and gate.figures.get("suite"):
+                return gate.figures["suite"]
+        return None
+
+    def failed_gates(self) -> list[str]:
+        return [g.name for g in self.gates if g.status == FAIL]
+
     def to_dict(self) -> dict[str, Any]:
         return {"candidate": self.candidate, "baseline": self.baseline, "started_at": self.started_at,
-                "verdict": {0: "pass", 1: "fail", 2: "could not evaluate"}[self.exit_code],
+                "verdict": VERDICTS[self.exit_code], "exit_code": self.outcome_code, "suite": self.suite,
+                "promotion": self.promotion, "override": self.override,
                 "gates": [asdict(g) for g in self.gates]}
+
+
+def resolve_pair(candidate: str, baseline: str | None, alias: str, settings: Settings) -> tuple[Any, Any]:
+    """Resolve candidate and baseline; the baseline defaults to the alias's current holder.
+
+    Refuses a candidate that is its own baseline: every relative check would pass by construction.
+    """
+    from musicops.models.loading import resolve_model
+    from musicops.registry import ModelNotFoundError
+
+    cand = resolve_model(candidate, settings)  # ModelNotFoundError propagates: could not evaluate
+    if baseline is None and cand.kind == "registry":
+        try:
+            base = resolve_model(f"models:/{cand.name}@{alias}", settings)
+        except ModelNotFoundError:
+            base = None  # first release: nothing holds the alias yet; the absolute floors still apply
+    else:
+        base = resolve_model(baseline, settings) if baseline else None
+    if base is not None and base.pinned_uri == cand.pinned_uri:
+        given = baseline or f"models:/{cand.name}@{alias} (the default baseline)"
+        raise ReleaseRefused(f"the candidate {cand.pinned_uri} is its own baseline: {given} resolves to the same "
+                             "version, and a model compared with itself passes every relative check. Gate it "
+                             f"against another version (by default the current @{alias}); nothing was evaluated "
+                             "or moved")
+    return cand, base
 
 
 def run_release_gates(candidate: str, baseline: str | None = None, *, settings: Settings | None = None,
                       out_dir: str | Path | None = None, suite: str | Path | None = None,
                       catalog: str | None = None, mos_campaign: str | None = None,
-                      alias: str = "champion") -> ReleaseReport:
-    """Every gate on `candidate` (a registry URI); verdicts are logged to the candidate's version."""
-    from musicops.models.loading import resolve_model
+                      alias: str = "champion", record: bool = True) -> ReleaseReport:
+    """Every gate on `candidate` (a registry URI); with `record`, reports are written and verdicts logged.
+
+    `baseline` None means the current holder of `alias` (none on a first release).
+    """
     from musicops.registry import configure_mlflow
 
     settings = configure_mlflow(settings)
     out = Path(out_dir) if out_dir else None
-    cand = resolve_model(candidate, settings)  # ModelNotFoundError propagates: could not evaluate
-    base = resolve_model(baseline, settings) if baseline else None
+    cand, base = resolve_pair(candidate, baseline, alias, settings)
     report = ReleaseReport(cand.pinned_uri, base.pinned_uri if base else None, [],
-                           datetime.now(UTC).isoformat(timespec="seconds"), str(out) if out else None)
+                           datetime.now(UTC).isoformat(timespec="seconds"), str(out) if out else None, model=cand)
     regression = guard("regression", lambda: regression_gate(cand, base, suite, out, settings))
     report.gates.append(regression)
     report.gates.append(guard("copyright", lambda: copyright_gate(regression, catalog, settings)))
     report.gates.append(guard("mos", lambda: mos_gate(cand, base, mos_campaign, settings)))
     report.gates.append(guard("licence", lambda: licence_gate(cand, alias)))
-    if out is not None:
-        write_release_outputs(report, out)
-    if cand.kind == "registry":
-        log_verdicts(report, cand, settings)
+    if record:
+        record_release(report, settings)
     return report
+
+
+def release(candidate: str, baseline: str | None = None, *, promote_to: str | None = None,
+            override_reason: str | None = None, user: str | None = None, settings: Settings | None = None,
+            out_dir: str | Path | None = None, suite: str | Path | None = None, catalog: str | None = None,
+            mos_campaign: str | None = None) -> ReleaseReport:
+    """Gates, then the alias decision, then the record: what `musicops gate` runs.
+
+    Passed -> promote. Failed + override reason -> promote, exit 0, the override recorded (reason,
+    user, time, failed gates). Could not evaluate -> nothing moves, and an override is refused: an
+    override overrules a measured failure, never a missing measurement.
+    """
+    from musicops.registry import configure_mlflow
+    from musicops.release.promotion import PromotionError, promote
+
+    if override_reason is not None and not override_reason.strip():
+        raise ReleaseRefused("--override-reason needs a non-empty reason")
+    if override_reason and not promote_to:
+        raise ReleaseRefused("--override-reason only applies with --promote ALIAS")
+    settings = configure_mlflow(settings)
+    report = run_release_gates(candidate, baseline, settings=settings, out_dir=out_dir, suite=suite,
+                               catalog=catalog, mos_campaign=mos_campaign, alias=promote_to or "champion",
+                               record=False)
+    code = report.exit_code
+    if promote_to:
+        report.promotion = {"alias": promote_to, "promoted": False, "previous": None, "detail": ""}
+        errored = [g.name for g in report.gates if g.status == ERROR]
+        cand = report.model
+        if code == 2:
+            report.promotion["detail"] = (
+                f"override refused: gate(s) {', '.join(errored)} could not evaluate; an override may overrule a "
+                f"gate that ran and failed, never one that did not run. @{promote_to} unchanged"
+                if override_reason else f"could not evaluate ({', '.join(errored)}): @{promote_to} unchanged")
+            report.final_code = 2
+        elif code == 1 and not override_reason:
+            report.promotion["detail"] = f"gate(s) {', '.join(report.failed_gates())} failed: @{promote_to} unchanged"
+        elif cand.kind != "registry":
+            report.promotion["detail"] = f"{cand.pinned_uri} is not a registry version: nothing to promote"
+            report.final_code = 2
+        else:
+            failed = report.failed_gates()
+            try:
+                done = promote(cand.name, str(cand.version), settings, alias=promote_to, gates_passed=code == 0,
+                               override_reason=override_reason if code == 1 else None, user=user,
+                               failed_gates=failed if code == 1 else None)
+            except PromotionError as exc:
+                report.promotion["detail"] = f"not promoted: {exc}"
+                report.final_code = 1
+            else:
+                report.promotion.update(promoted=True, previous=done.previous,
+                                        detail=f"{cand.pinned_uri} is @{promote_to}"
+                                        + (f" (previous: v{done.previous})" if done.previous else ""))
+                report.override = done.override
+                report.final_code = 0
+    record_release(report, settings)
+    return report
+
+
+def record_release(report: ReleaseReport, settings: Settings) -> None:
+    """Reports into `out_dir` (when set) and verdict tags on the candidate's registry version."""
+    if report.out_dir is not None:
+        write_release_outputs(report, Path(report.out_dir))
+    if report.model is not None and report.model.kind == "registry":
+        log_verdicts(report, report.model, settings)
 
 
 def guard(name: str, run: Any) -> GateVerdict:
@@ -86,22 +206,41 @@ def guard(name: str, run: Any) -> GateVerdict:
 
 
 def regression_gate(cand: Any, base: Any, suite: Any, out: Path | None, settings: Settings) -> GateVerdict:
-    from musicops.evaluation.regression import DEFAULT_SUITE, run_regression
+    """Absolute floors always; with a baseline, also the relative comparison."""
+    from musicops.evaluation.regression import DEFAULT_SUITE, run_floors, run_regression
 
     if base is None:
-        return GateVerdict("regression", SKIPPED, "no baseline (first release): nothing to regress against")
+        floors = run_floors(cand.pinned_uri, suite or DEFAULT_SUITE, settings)
+        if out is not None:
+            (out / "regression").mkdir(parents=True, exist_ok=True)
+            (out / "regression" / "floors.json").write_text(json.dumps(floors.to_dict(), indent=2, default=str))
+        failed = [c for c in floors.checks if not c.passed]
+        detail = ("first release (no baseline): absolute floors only; "
+                  + "; ".join(f"{c.name}: {c.detail}" for c in (failed or floors.checks)) + _ignored(floors.suite))
+        return GateVerdict("regression", PASS if floors.passed else FAIL, detail,
+                           {"suite": floors.suite, "floors": floors.metrics,
+                            "checks": [asdict(c) for c in floors.checks],
+                            "candidate_assets": floors.candidate_assets})
     target = out / "regression" if out else None
     result = run_regression(cand.pinned_uri, base.pinned_uri, suite or DEFAULT_SUITE, target, settings)
     failed = [c for c in result.checks if not c.passed]
-    detail = "; ".join(f"{c.name}: {c.detail}" for c in (failed or result.checks))
+    detail = "; ".join(f"{c.name}: {c.detail}" for c in (failed or result.checks)) + _ignored(result.suite)
     return GateVerdict("regression", PASS if result.passed else FAIL, detail,
-                       {"metrics": result.metrics, "checks": [asdict(c) for c in result.checks],
+                       {"suite": result.suite, "metrics": result.metrics, "checks": [asdict(c) for c in result.checks],
                         "candidate_assets": [r.candidate_asset for r in result.rows],
                         "outliers": [{"id": r.id, "prompt": r.prompt, "fd_contribution": r.fd_contribution,
                                       "drift": r.drift, "candidate_audio": r.candidate_audio,
                                       "baseline_audio": r.baseline_audio}
                                      for r in sorted(result.rows, key=lambda r: -r.fd_contribution)[:3]]},
                        str(target / "report.html") if target else None)
+
+
+def _ignored(suite: dict[str, Any]) -> str:
+    ignored = suite.get("floors_ignored") or {}
+    if not ignored:
+        return ""
+    return ("; the suite file's floors looser than musicops' built-in minimums were ignored ("
+            + ", ".join(f"{k}={v:g}" for k, v in sorted(ignored.items())) + ")")
 
 
 def copyright_gate(regression: GateVerdict, catalog: str | None, settings: Settings) -> GateVerdict:
@@ -179,6 +318,12 @@ def log_verdicts(report: ReleaseReport, cand: Any, settings: Settings) -> None:
     for gate in report.gates:
         client.set_model_version_tag(cand.name, cand.version, f"musicops.gate.{gate.name}", gate.status)
     client.set_model_version_tag(cand.name, cand.version, "musicops.release_verdict", report.to_dict()["verdict"])
+    client.set_model_version_tag(cand.name, cand.version, "musicops.release_baseline", report.baseline or "none")
+    suite = report.suite
+    if suite:
+        client.set_model_version_tag(cand.name, cand.version, "musicops.release_suite_sha256", suite["sha256"])
+        client.set_model_version_tag(cand.name, cand.version, "musicops.release_suite",
+                                     f"{suite['name']} v{suite['version']}")
     if cand.run_id:
         from mlflow.exceptions import MlflowException
 
@@ -228,10 +373,19 @@ def markdown_summary(report: ReleaseReport) -> str:
     """Fit for a pull-request comment."""
     verdict = report.to_dict()["verdict"]
     lines = [f"### musicops release gates: **{verdict}**", "",
-             f"Candidate `{report.candidate}` vs baseline `{report.baseline or '-'}`", "",
-             "| gate | status | detail |", "|---|---|---|"]
+             f"Candidate `{report.candidate}` vs baseline `{report.baseline or '- (first release: absolute floors only)'}`",
+             ""]
+    if report.suite:
+        lines += [f"Suite `{report.suite['name']}` v{report.suite['version']}, sha256 `{report.suite['sha256']}`", ""]
+    lines += ["| gate | status | detail |", "|---|---|---|"]
     for gate in report.gates:
         lines.append(f"| {gate.name} | {_ICON[gate.status]} {gate.status} | {gate.detail.replace('|', '/')} |")
+    if report.override:
+        o = report.override
+        lines += ["", f"**Overridden** by {o['by']} at {o['at']}: failed gate(s) {', '.join(o['failed_gates']) or '-'}; "
+                  f"reason: {o['reason']}"]
+    if report.promotion:
+        lines += ["", f"Promotion: {report.promotion['detail']}"]
     return "\n".join(lines) + "\n"
 
 
@@ -251,7 +405,7 @@ def release_html(report: ReleaseReport) -> str:
                    f"<td>{link(g)}</td></tr>" for g in report.gates)
     sections = []
     metrics = gates["regression"].figures.get("metrics") if "regression" in gates else None
-    if metrics:
+    if metrics and "clap" in metrics:
         deltas = "".join(
             f"<tr><td>{e(label)}</td><td>{m['mean_delta']:+.4f}</td><td>{m['ci_low']:+.4f} .. {m['ci_high']:+.4f}</td></tr>"
             for label, m in (("CLAP text-audio score", metrics["clap"]), ("log spectral flatness", metrics["flatness"])))
@@ -281,9 +435,26 @@ def release_html(report: ReleaseReport) -> str:
 td,th{{border:1px solid #ccc;padding:4px 8px;vertical-align:top;font-size:13px}}audio{{width:200px}}</style></head><body>
 <h1>Release gates: {verdict}</h1>
 <p>Candidate <code>{e(report.candidate)}</code> vs baseline <code>{e(report.baseline or "-")}</code>,
-{e(report.started_at)}</p>
+{e(report.started_at)}</p>{_html_record(report)}
 <table><tr><th>gate</th><th>status</th><th>detail</th><th></th></tr>{rows}</table>
 {"".join(sections)}</body></html>"""
+
+
+def _html_record(report: ReleaseReport) -> str:
+    """Suite identity, override and promotion lines for the HTML report."""
+    import html
+
+    parts = []
+    if report.suite:
+        parts.append(f"Suite {html.escape(report.suite['name'])} v{report.suite['version']}, sha256 "
+                     f"<code>{html.escape(report.suite['sha256'])}</code>")
+    if report.override:
+        o = report.override
+        parts.append(f"<strong>Overridden</strong> by {html.escape(o['by'])} at {html.escape(o['at'])} "
+                     f"(failed: {html.escape(', '.join(o['failed_gates']))}): {html.escape(o['reason'])}")
+    if report.promotion:
+        parts.append(f"Promotion: {html.escape(report.promotion['detail'])}")
+    return "".join(f"<p>{p}</p>" for p in parts)
 
 
 def _mos_plot(mos: dict[str, Any]) -> str:
