@@ -161,6 +161,32 @@ def test_an_emoji_prompt_over_the_wav_tag_limit_fails_no_request(server, client)
         assert read_tags(wav.content)["asset_id"] == asset["asset_id"]
 
 
+def test_a_clip_failing_in_a_worker_fails_alone_and_the_pool_survives(tmp_path) -> None:
+    """A real spawn pool: an exception whose class cannot be rebuilt from its args (AudioError) comes
+    back as a FinishError naming it, and the same pool keeps serving other work."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    import numpy as np
+
+    from musicops.config import get_settings
+    from musicops.generation.batch import BatchOptions, BatchPlan
+    from musicops.serving import finisher
+    from musicops.serving.engine import request_items
+
+    settings = get_settings(tmp_path).ensure()  # the autouse fixture cleared store variables: tmp stores
+    plan = BatchPlan("b", "api:test", "", None, "preset:test", request_items("x", 0.5), ["k"], {}, BatchOptions())
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=finisher.init_worker,
+                             initargs=(settings, os.getpid())) as pool:
+        bad = pool.submit(finisher.finish_clip, plan, np.zeros((0, 1), np.float32), 32_000, 0.1)
+        others = [pool.submit(finisher.ping) for _ in range(3)]
+        with pytest.raises(finisher.FinishError) as raised:
+            bad.result(timeout=120)
+        assert raised.value.kind == "AudioError" and "non-empty" in raised.value.message
+        assert [f.result(timeout=120) for f in others] == [True] * 3
+        assert pool.submit(finisher.ping).result(timeout=120) is True  # not broken
+
+
 # --- bounded request bodies --------------------------------------------------------------------------
 
 
