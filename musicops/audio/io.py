@@ -32,6 +32,11 @@ class AudioError(ValueError):
         self.problem = problem
         super().__init__(f"{self.path}: {problem}")
 
+    def __reduce__(self) -> tuple[type[AudioError], tuple[str, str]]:
+        """Rebuild from (path, problem): the default pickles only the message, and a worker's
+        AudioError that cannot be unpickled breaks the whole process pool."""
+        return (type(self), (self.path, self.problem))
+
 
 @dataclass(frozen=True)
 class Audio:

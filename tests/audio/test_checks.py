@@ -124,3 +124,14 @@ def test_thresholds_follow_the_postprocess_settings() -> None:
 def test_failed_lists_only_failures() -> None:
     results = run_checks(np.zeros(SR), SR, 2.0)
     assert {r.name for r in failed(results)} == {"silence", "loudness", "duration"}
+
+
+def test_audio_error_survives_pickling() -> None:
+    """Worker processes send failures back pickled; an AudioError that cannot be rebuilt breaks the pool."""
+    import pickle
+
+    from musicops.audio.io import AudioError
+
+    again = pickle.loads(pickle.dumps(AudioError("/clips/a.wav", "no audio frames")))
+    assert isinstance(again, AudioError)
+    assert (again.path, again.problem, str(again)) == ("/clips/a.wav", "no audio frames", "/clips/a.wav: no audio frames")
