@@ -28,8 +28,6 @@ import os
 import socket
 import threading
 import time
-import urllib.error
-import urllib.request
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -283,14 +281,6 @@ def host_allowed(url: str, allowed: tuple[str, ...]) -> bool:
     return False
 
 
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    """Refuse every redirect: urllib then raises HTTPError with the 3xx, and nothing is re-sent."""
-
-    def redirect_request(self, req: Any, fp: Any, code: int, msg: str, headers: Any, newurl: str) -> None:
-        return None
-
-
-_WEBHOOK_OPENER = urllib.request.build_opener(_NoRedirect)
 
 
 class JobRunner:
@@ -417,27 +407,28 @@ class JobRunner:
                           sort_keys=True).encode()
         headers = {"Content-Type": "application/json", "User-Agent": "musicops-webhook/1",
                    "X-Musicops-Job": job.job_id, "X-Musicops-Signature": self.signer.webhook_signature(body)}
+        import httpx
+
         reason = "not attempted"
-        for attempt in range(attempts):
-            try:
-                request = urllib.request.Request(job.webhook_url or "", data=body, headers=headers, method="POST")
-                with _WEBHOOK_OPENER.open(request, timeout=10) as response:  # host allow-listed
-                    if 200 <= response.status < 300:
+        # follow_redirects=False (httpx's default, stated): a 3xx is an answer, never a second request.
+        with httpx.Client(follow_redirects=False, timeout=10) as client:
+            for attempt in range(attempts):
+                try:
+                    response = client.post(job.webhook_url or "", content=body, headers=headers)  # host allow-listed
+                    if response.is_success:
                         self.store.set_webhook_state(job.job_id, "delivered")
                         return
-                    reason = f"HTTP {response.status}"
-            except urllib.error.HTTPError as exc:
-                exc.close()
-                if 300 <= exc.code < 400:
-                    reason = f"redirect (HTTP {exc.code}) not followed; webhooks must answer 2xx themselves"
-                    log.warning("webhook for job %s: %s", job.job_id, reason)
-                    break
-                reason = f"HTTP {exc.code}"
-            except Exception as exc:
-                reason = type(exc).__name__
-            log.warning("webhook for job %s failed (attempt %d): %s", job.job_id, attempt + 1, reason)
-            if attempt + 1 < attempts:
-                time.sleep(min(8.0, 0.5 * 2 ** attempt))
+                    if response.is_redirect or 300 <= response.status_code < 400:
+                        reason = (f"redirect (HTTP {response.status_code}) not followed; "
+                                  "webhooks must answer 2xx themselves")
+                        log.warning("webhook for job %s: %s", job.job_id, reason)
+                        break
+                    reason = f"HTTP {response.status_code}"
+                except Exception as exc:  # noqa: BLE001 - any failure (bad URL, refused, timeout) is a failed delivery
+                    reason = type(exc).__name__
+                log.warning("webhook for job %s failed (attempt %d): %s", job.job_id, attempt + 1, reason)
+                if attempt + 1 < attempts:
+                    time.sleep(min(8.0, 0.5 * 2 ** attempt))
         if self.metrics:
             self.metrics.error("webhook")
         self.store.set_webhook_state(job.job_id, "failed", reason)
