@@ -10,11 +10,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from musicops.generation.prompts import MAX_DURATION_S, MAX_PROMPT_CHARS, MAX_VARIATIONS
+from musicops.generation.prompts import MAX_DURATION_S, MAX_PROMPT_CHARS, MAX_VARIATIONS, MIN_DURATION_S
 
-# Shortest clip the API accepts: shorter ones are a handful of codec frames, and the loudness
-# measurement behind the quality checks needs audio to measure.
-MIN_DURATION_S = 0.1
 DEFAULT_PORT = 8000
 # Largest request body read. Requests are small JSON (a 1,000-character prompt of \u-escaped emoji
 # is 12 kB; no endpoint takes uploads), so 1 MiB is ample; bodies are refused (413) while read.

@@ -14,7 +14,7 @@ import math
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -58,12 +58,17 @@ class BatchOptions:
     user: str = field(default_factory=lambda: _current_user())
     price_per_hour: float | None = None  # accelerator price; None = settings default
     log_to_mlflow: bool = True
+    tenant: str | None = None  # the API tenant whose cache and assets these are; None = batch/CLI
 
     def __post_init__(self) -> None:
         if not 1 <= self.batch_size <= 256:
             raise ValueError(f"batch_size must be in [1, 256], got {self.batch_size}")
         if not self.formats or any(f not in ("wav", "flac", "ogg") for f in self.formats):
             raise ValueError(f"formats must be a non-empty subset of wav, flac, ogg; got {self.formats}")
+
+    def for_tenant(self, tenant: str | None) -> BatchOptions:
+        """The same options planned for an API tenant's own cache and assets (None: batch/CLI)."""
+        return replace(self, tenant=tenant)
 
 
 @dataclass
@@ -128,7 +133,7 @@ def plan_batch(prompts_file: str | Path, model_ref: str, options: BatchOptions |
         prompts_sha = ""
     resolved = resolve_model(model_ref, settings)  # unknown name/version/alias fails here, before generation
     model_id = model_identity(resolved)
-    keys = [cache_key(item.normalized_prompt, item_params(item, options), model_id, item.seed) for item in items]
+    keys = plan_keys(items, options, model_id)
     cached: dict[str, Any] = {}
     if options.use_cache:
         db = ProvenanceDB.from_settings(settings)
@@ -140,6 +145,13 @@ def plan_batch(prompts_file: str | Path, model_ref: str, options: BatchOptions |
         cached = {k: r for k, r in found.items() if all(store.exists(f["sha256"], fmt) for fmt, f in r.files.items())}
     return BatchPlan(f"b-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}", str(prompts_file), prompts_sha,
                      resolved, model_id, items, keys, cached, options)
+
+
+def plan_keys(items: list[WorkItem], options: BatchOptions, model_id: str) -> list[str]:
+    """Each item's cache key: normalised prompt (what the model is fed), params, model, seed, and the
+    tenant when the API plans for one (see `musicops.store.cache`). Tags are not part of it."""
+    return [cache_key(item.normalized_prompt, item_params(item, options), model_id, item.seed, options.tenant)
+            for item in items]
 
 
 def item_params(item: WorkItem, options: BatchOptions) -> dict[str, Any]:
@@ -174,11 +186,16 @@ def directory_digest(directory: Path) -> str:
 
 def generate_items(model: MusicModel, items: list[WorkItem], options: BatchOptions,
                    on_batch: Callable[[list[int], list[np.ndarray], float], None]) -> None:
-    """Generate in batches of items with equal duration; call `on_batch(indices, clips, seconds)`."""
+    """Generate in batches of items with equal duration; call `on_batch(indices, clips, seconds)`.
+
+    The model is fed the normalised prompt, the one the cache key hashes: two spellings that share a
+    key get the same audio, so a cache hit is exactly what a fresh generation would have produced.
+    """
     for indices in batches_of(items, options.batch_size):
         params = options.sampling.params(items[indices[0]].duration_s)
         started = time.perf_counter()
-        clips = model.generate([items[i].prompt for i in indices], params, seed=[items[i].seed for i in indices])
+        clips = model.generate([items[i].normalized_prompt for i in indices], params,
+                               seed=[items[i].seed for i in indices])
         on_batch(indices, clips, time.perf_counter() - started)
 
 
@@ -231,13 +248,15 @@ def store_clip(plan: BatchPlan, index: int, clip: ProcessedClip, generation_seco
 
     Returns (record, created, identical): when the cache key was already stored (a --no-cache
     rerun, or a concurrent writer), `identical` says whether the new audio matched it bit for bit.
+    The files' title tag is the normalised prompt (the model's input), so the files too depend only
+    on the cache key; the request's own spelling is kept in the provenance row.
     """
     from musicops.store.provenance import AssetRecord
 
     item, key = plan.items[index], plan.keys[index]
     asset_id = asset_id_for(key)
     params = item_params(item, plan.options)
-    tags = {"title": item.prompt, "software": f"musicops {__version__}", "asset_id": asset_id,
+    tags = {"title": item.normalized_prompt, "software": f"musicops {__version__}", "asset_id": asset_id,
             "seed": str(item.seed), "model": plan.model.pinned_uri, "params": json.dumps(params, sort_keys=True)}
     files = {}
     for fmt in plan.options.formats:
@@ -253,7 +272,7 @@ def store_clip(plan: BatchPlan, index: int, clip: ProcessedClip, generation_seco
         checks=[c.to_dict() for c in clip.checks], passed=clip.passed, batch_id=plan.batch_id,
         line_no=item.line_no, variation=item.variation, tags=list(item.tags),
         duration_s=clip.samples.shape[0] / clip.sample_rate, sample_rate=clip.sample_rate,
-        generation_seconds=generation_seconds,
+        generation_seconds=generation_seconds, tenant=plan.options.tenant,
     )
     stored, created = db.add_asset(record)
     return stored, created, stored.sha256 == record.sha256
@@ -455,7 +474,7 @@ def plan_from_json(data: dict[str, Any]) -> BatchPlan:
         batch_size=raw["batch_size"], use_cache=raw["use_cache"], sampling=SamplingOptions(**raw["sampling"]),
         postprocess=PostProcessSettings(**raw["postprocess"]), formats=tuple(raw["formats"]),
         loudness_tolerance_lu=raw["loudness_tolerance_lu"], user=data["user"],
-        price_per_hour=raw["price_per_hour"], log_to_mlflow=raw["log_to_mlflow"],
+        price_per_hour=raw["price_per_hour"], log_to_mlflow=raw["log_to_mlflow"], tenant=raw.get("tenant"),
     )
     items = [WorkItem(**{**i, "tags": tuple(i["tags"])}) for i in data["items"]]
     cached = {key: None for key in data["cached"]}

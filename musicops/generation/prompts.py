@@ -11,6 +11,7 @@ import csv
 import hashlib
 import io
 import json
+import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,9 @@ from musicops.store.cache import normalize_prompt
 FIELDS = {"prompt", "duration_s", "seed", "n_variations", "tags"}
 MAX_PROMPT_CHARS = 1000
 MAX_DURATION_S = 60.0
+# Shortest clip anything accepts (API, CLI, prompts files): the loudness check gates in BS.1770's
+# 0.4 s blocks, so a shorter clip has no loudness to measure and would always fail its checks.
+MIN_DURATION_S = 0.5
 MAX_VARIATIONS = 16
 MAX_FILE_BYTES = 10 * 1024 * 1024
 MAX_ITEMS = 10_000
@@ -173,6 +177,8 @@ def validate_record(line_no: int, record: Any) -> PromptLine:
     prompt = record.get("prompt")
     if not isinstance(prompt, str) or not prompt.strip():
         raise ValueError("prompt is missing or empty")
+    if not has_visible_text(prompt):
+        raise ValueError("prompt has no visible characters (only whitespace, zero-width or format characters)")
     if len(prompt) > MAX_PROMPT_CHARS:
         raise ValueError(f"prompt is {len(prompt)} characters; the limit is {MAX_PROMPT_CHARS}")
     if any(ord(c) < 32 and c not in "\t\n" for c in prompt):
@@ -180,8 +186,9 @@ def validate_record(line_no: int, record: Any) -> PromptLine:
     if "duration_s" not in record:
         raise ValueError("duration_s is missing")
     duration = _number(record["duration_s"], "duration_s")
-    if not 0 < duration <= MAX_DURATION_S:
-        raise ValueError(f"duration_s must be in (0, {MAX_DURATION_S:g}], got {duration:g}")
+    if not MIN_DURATION_S <= duration <= MAX_DURATION_S:
+        raise ValueError(f"duration_s must be in [{MIN_DURATION_S:g}, {MAX_DURATION_S:g}] seconds, got {duration:g} "
+                         f"(the loudness check needs at least {MIN_DURATION_S:g} s: BS.1770 gates 0.4 s blocks)")
     seed = record.get("seed")
     if seed is not None:
         seed = _integer(seed, "seed")
@@ -191,6 +198,12 @@ def validate_record(line_no: int, record: Any) -> PromptLine:
     if not 1 <= variations <= MAX_VARIATIONS:
         raise ValueError(f"n_variations must be in [1, {MAX_VARIATIONS}], got {variations}")
     return PromptLine(line_no, prompt.strip(), duration, seed, variations, _tags(record.get("tags")))
+
+
+def has_visible_text(text: str) -> bool:
+    """At least one letter, digit, punctuation mark or symbol: a prompt of zero-width spaces, joiners
+    or other format characters is empty to the model but not to `str.strip()`."""
+    return any(unicodedata.category(c)[0] in "LNPS" for c in text)
 
 
 def _number(value: Any, name: str) -> float:

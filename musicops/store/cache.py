@@ -1,8 +1,17 @@
 """Deterministic cache keys for generation requests.
 
 A request is the same request when the normalised prompt, the generation parameters, the resolved
-model version and the seed are the same; the key is a hash of exactly those, so batch runs and the
-API deduplicate against each other. Stdlib only: the CLI and the API import this on every call.
+model version and the seed are the same; the key is a hash of exactly those. The model is fed the
+normalised prompt (`generate_items`), so the key describes the model input exactly and a cache hit
+is the audio a fresh generation would give. Stdlib only: the CLI and the API import this on every call.
+
+Tenancy: each API tenant has a cache of its own. A tenant's key hashes the same payload plus
+`"tenant": <name>`; without a tenant (batch files, the CLI, kfp, an unauthenticated local server)
+the payload is exactly the one used before tenants existed, so every key already stored stays
+valid (tests/store/test_store_cache.py pins literal keys). Folding the tenant into the key rather
+than sharing one cache across tenants means a hit can only be the tenant's own earlier request: no
+response field, audit record or latency can tell a tenant that someone else asked for the same
+prompt, and asset ids (derived from keys) differ between tenants.
 """
 
 from __future__ import annotations
@@ -58,11 +67,13 @@ def _canonical(value: Any, where: str) -> Any:
     raise TypeError(f"cache key param {where} has unsupported type {type(value).__name__}")
 
 
-def cache_key(normalized_prompt: str, params: dict[str, Any], model_id: str, seed: int) -> str:
-    """sha256 hex of canonical JSON of everything that determines the output.
+def cache_key(normalized_prompt: str, params: dict[str, Any], model_id: str, seed: int,
+              tenant: str | None = None) -> str:
+    """sha256 hex of canonical JSON of everything that determines the output (and whose cache it is).
 
     `model_id` must be the resolved version identity ("models:/name/3", "preset:musicgen-tiny",
     "dir:<sha>"), never an alias like "champion": an alias moves, and a cached asset must not.
+    `tenant` None (batch, CLI) keeps the pre-tenancy payload byte for byte; a tenant name adds it.
     Raises ValueError if the prompt was not normalised, because a raw prompt silently splits the cache.
     """
     if normalize_prompt(normalized_prompt) != normalized_prompt:
@@ -73,13 +84,17 @@ def cache_key(normalized_prompt: str, params: dict[str, Any], model_id: str, see
         raise TypeError(f"seed must be int, not {type(seed).__name__}")
     if not isinstance(params, dict):
         raise TypeError(f"params must be a dict, not {type(params).__name__}")
-    payload = {
+    if tenant is not None and (not isinstance(tenant, str) or not tenant):
+        raise ValueError("tenant must be None or a non-empty name")
+    payload: dict[str, Any] = {
         "v": CACHE_KEY_VERSION,
         "prompt": normalized_prompt,
         "params": _canonical(params, "params"),
         "model": model_id,
         "seed": int(seed),
     }
+    if tenant is not None:
+        payload["tenant"] = tenant
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 

@@ -4,6 +4,10 @@ SQLAlchemy ORM so the embedded SQLite default and a PostgreSQL URL run the same 
 column types are used (JSON becomes JSONB on PostgreSQL). SQLite runs in WAL mode with a busy
 timeout so the batch runner and the API server can share one file. The cache key is unique, and
 `add_asset` turns a lost insert race into "already there", so each request is recorded exactly once.
+
+Ownership: an asset made for an API tenant has a row in `asset_owners` naming the tenant, written in
+the same transaction as the asset row (`AssetRecord.tenant`); batch and CLI assets have none. The
+API shows an asset only to its tenant (and admin keys); see `musicops.serving.service.Service.can_see`.
 """
 
 from __future__ import annotations
@@ -137,6 +141,16 @@ class GateRow(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
+class AssetOwnerRow(Base):
+    """The tenant an asset was made for. A table of its own, like `asset_gates`: existing databases
+    gain it through `create_all`, and the `assets` table is never altered."""
+
+    __tablename__ = "asset_owners"
+
+    asset_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tenant: Mapped[str] = mapped_column(String(64), index=True)
+
+
 def _json_safe(value: Any) -> Any:
     """Plain JSON with no NaN/inf (PostgreSQL's JSON rejects them; silence measures -inf LUFS)."""
     if isinstance(value, float):
@@ -196,6 +210,7 @@ class AssetRecord:
     variation: int = 0
     tags: dict[str, Any] | list[Any] = field(default_factory=dict)
     created_at: datetime | None = None  # set on insert
+    tenant: str | None = None  # the API tenant it was made for (asset_owners); None = batch/CLI
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe view (ISO timestamps, no NaN/inf) for API responses and manifests."""
@@ -223,7 +238,7 @@ class BatchRecord:
         return _json_safe(dataclasses.asdict(self))
 
 
-_ASSET_FIELDS = tuple(f.name for f in dataclasses.fields(AssetRecord))
+_ASSET_FIELDS = tuple(f.name for f in dataclasses.fields(AssetRecord) if f.name != "tenant")
 _BATCH_FIELDS = tuple(f.name for f in dataclasses.fields(BatchRecord))
 _BATCH_START_FIELDS = frozenset(_BATCH_FIELDS) - {"batch_id", "status", "started_at", "finished_at"}
 _JSON_ASSET_FIELDS = ("files", "params", "postprocess", "checks", "tags")
@@ -243,8 +258,8 @@ def _asset_row(record: AssetRecord) -> AssetRow:
     return AssetRow(**values)
 
 
-def _asset_record(row: AssetRow) -> AssetRecord:
-    return AssetRecord(**{name: getattr(row, name) for name in _ASSET_FIELDS})
+def _asset_record(row: AssetRow, tenant: str | None = None) -> AssetRecord:
+    return AssetRecord(**{name: getattr(row, name) for name in _ASSET_FIELDS}, tenant=tenant)
 
 
 def _batch_record(row: BatchRow) -> BatchRecord:
@@ -293,25 +308,35 @@ class ProvenanceDB:
     def _insert_asset(self, record: AssetRecord) -> tuple[AssetRecord, bool]:
         """The insert itself; a concurrent writer that won the race surfaces as IntegrityError."""
         row = _asset_row(record)
+        if record.tenant is not None and not (isinstance(record.tenant, str) and 0 < len(record.tenant) <= 64):
+            raise ValueError(f"tenant must be a name of 1-64 characters, got {record.tenant!r}")
         try:
             with self._sessions.begin() as session:
                 session.add(row)
+                if record.tenant is not None:
+                    session.add(AssetOwnerRow(asset_id=record.asset_id, tenant=record.tenant))
         except IntegrityError:
             winner = self.find_by_cache_key(record.cache_key)
             if winner is None:
                 raise  # not a cache-key race (e.g. an asset_id reused for another key): a real error
             return winner, False
-        return _asset_record(row), True
+        return _asset_record(row, record.tenant), True
+
+    @staticmethod
+    def _with_owner() -> Any:
+        """Asset rows with their tenant (None for batch/CLI assets): one query, no second round trip."""
+        return (select(AssetRow, AssetOwnerRow.tenant)
+                .outerjoin(AssetOwnerRow, AssetOwnerRow.asset_id == AssetRow.asset_id))
 
     def get_asset(self, asset_id: str) -> AssetRecord | None:
         with self._sessions() as session:
-            row = session.get(AssetRow, asset_id)
-            return _asset_record(row) if row is not None else None
+            found = session.execute(self._with_owner().where(AssetRow.asset_id == asset_id)).first()
+            return _asset_record(*found) if found is not None else None
 
     def find_by_cache_key(self, key: str) -> AssetRecord | None:
         with self._sessions() as session:
-            row = session.scalars(select(AssetRow).where(AssetRow.cache_key == key)).one_or_none()
-            return _asset_record(row) if row is not None else None
+            found = session.execute(self._with_owner().where(AssetRow.cache_key == key)).first()
+            return _asset_record(*found) if found is not None else None
 
     def find_by_cache_keys(self, keys: list[str]) -> dict[str, AssetRecord]:
         """Bulk cache lookup for a batch (one IN query per 500 keys); missing keys are simply absent."""
@@ -319,15 +344,15 @@ class ProvenanceDB:
         found: dict[str, AssetRecord] = {}
         with self._sessions() as session:
             for chunk in _chunks(unique, _IN_CHUNK):
-                for row in session.scalars(select(AssetRow).where(AssetRow.cache_key.in_(chunk))):
-                    found[row.cache_key] = _asset_record(row)
+                for row, tenant in session.execute(self._with_owner().where(AssetRow.cache_key.in_(chunk))):
+                    found[row.cache_key] = _asset_record(row, tenant)
         return found
 
     def list_assets(
         self, batch_id: str | None = None, *, limit: int | None = None, offset: int = 0
     ) -> list[AssetRecord]:
         """Assets in insertion order (created_at, then id), optionally one batch's, optionally paged."""
-        query = select(AssetRow).order_by(AssetRow.created_at, AssetRow.asset_id)
+        query = self._with_owner().order_by(AssetRow.created_at, AssetRow.asset_id)
         if batch_id is not None:
             query = query.where(AssetRow.batch_id == batch_id)
         if offset:
@@ -335,7 +360,7 @@ class ProvenanceDB:
         if limit is not None:
             query = query.limit(limit)
         with self._sessions() as session:
-            return [_asset_record(row) for row in session.scalars(query)]
+            return [_asset_record(row, tenant) for row, tenant in session.execute(query)]
 
     def count_assets(self, batch_id: str | None = None) -> int:
         query = select(func.count()).select_from(AssetRow)

@@ -7,7 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from musicops.generation.prompts import PromptsFileError, derived_seed, expand, read_prompts
+from musicops.generation.prompts import (
+    MIN_DURATION_S,
+    PromptsFileError,
+    derived_seed,
+    expand,
+    has_visible_text,
+    read_prompts,
+    validate_record,
+)
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -79,3 +87,28 @@ def test_seeds_are_deterministic_and_distinct() -> None:
     assert [i.variation for i in pop] == [0, 1] and pop[1].seed == pop[0].seed + 1
     assert items[0].seed == 1
     assert derived_seed("calm", 0) != derived_seed("calm", 1)
+
+
+@pytest.mark.parametrize("prompt", ["\u200b", "\u200b\u200c\u200d\ufeff", " \u2060 \u200b\t", "\u00a0\u3000"])
+def test_prompts_without_visible_characters_are_refused(tmp_path, prompt: str) -> None:
+    """Zero-width and other format characters survive str.strip() and normalisation: refused by name."""
+    path = tmp_path / "p.jsonl"
+    path.write_text(json.dumps({"prompt": "calm piano", "duration_s": 2}) + "\n"
+                    + json.dumps({"prompt": prompt, "duration_s": 2}) + "\n")
+    with pytest.raises(PromptsFileError) as caught:
+        read_prompts(path)
+    assert [e.line_no for e in caught.value.errors] == [2]
+    assert "no visible characters" in str(caught.value) or "missing or empty" in str(caught.value)
+    assert has_visible_text("\u200bcalm\u200b") and has_visible_text("🎹") and not has_visible_text(prompt)
+
+
+@pytest.mark.parametrize(("duration", "ok"), [(0.1, False), (0.49, False), (MIN_DURATION_S, True), (0.6, True)])
+def test_durations_below_what_the_loudness_check_can_measure_are_refused(duration: float, ok: bool) -> None:
+    """BS.1770 gates 0.4 s blocks: one minimum, named in the message, for files, the CLI and the API."""
+    assert MIN_DURATION_S == 0.5
+    record = {"prompt": "calm piano", "duration_s": duration}
+    if ok:
+        assert validate_record(1, record).duration_s == duration
+        return
+    with pytest.raises(ValueError, match=r"duration_s must be in \[0\.5, 60\] seconds.*at least 0\.5 s"):
+        validate_record(1, record)

@@ -302,3 +302,39 @@ def test_gate_verdicts_append_to_an_assets_provenance(tmp_path) -> None:
         assert gates[0]["details"] == {"work": "w1", "offset_s": 1.5, "score": None}
     finally:
         db.close()
+
+
+def test_an_assets_tenant_is_recorded_with_it_and_read_back_everywhere(db: ProvenanceDB) -> None:
+    """asset_owners is written in the asset's own transaction; batch/CLI assets have no tenant."""
+    mine = make_record(seed=1, tenant="acme")
+    batch = make_record(seed=2)
+    stored, created = db.add_asset(mine)
+    assert created and stored.tenant == "acme" and db.add_asset(batch)[0].tenant is None
+    assert db.get_asset(mine.asset_id).tenant == "acme" and db.get_asset(batch.asset_id).tenant is None
+    assert db.find_by_cache_key(mine.cache_key).tenant == "acme"
+    assert {r.asset_id: r.tenant for r in db.find_by_cache_keys([mine.cache_key, batch.cache_key]).values()} == \
+        {mine.asset_id: "acme", batch.asset_id: None}
+    assert {r.asset_id: r.tenant for r in db.list_assets()} == {mine.asset_id: "acme", batch.asset_id: None}
+    assert db.get_asset(mine.asset_id).to_dict()["tenant"] == "acme"
+    again, created = db.add_asset(make_record(seed=1, tenant="acme", sha256="c" * 64))
+    assert not created and again == stored  # exactly once, owner row included
+    with pytest.raises(ValueError, match="tenant"):
+        db.add_asset(make_record(seed=3, tenant=""))
+
+
+def test_a_database_from_before_tenancy_opens_with_its_assets(tmp_path: Path) -> None:
+    """asset_owners arrived later: an existing database gains the table, its assets read as untenanted."""
+    from sqlalchemy import create_engine, inspect, text
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    with ProvenanceDB(url) as first:
+        old = first.add_asset(make_record(seed=5))[0]
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("DROP TABLE asset_owners"))  # the schema as it was
+    assert "asset_owners" not in inspect(engine).get_table_names()
+    engine.dispose()
+    with ProvenanceDB(url) as second:
+        assert second.get_asset(old.asset_id) == old and old.tenant is None
+        new = second.add_asset(make_record(seed=6, tenant="acme"))[0]
+        assert second.get_asset(new.asset_id).tenant == "acme" and second.count_assets() == 2
