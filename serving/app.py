@@ -119,7 +119,9 @@ def build_service(config: ServeConfig, settings: Settings | None = None,
         request = job.request
         items = request_items(request["prompt"], request["duration_s"], request.get("seed"),
                               request.get("n_variations", 1), request.get("tags") or [])
-        options = engine.options(SamplingOptions(**request["sampling"]), job.user)
+        owner = keys.by_id(job.key_id)  # the job's tenant is its key's (None: a --no-auth job)
+        options = engine.options(SamplingOptions(**request["sampling"]), job.user).for_tenant(
+            owner.tenant if owner is not None else None)
         return engine.plan(items, options, f"api:/v1/jobs/{job.job_id}", batch_id=job.job_id)
 
     def render_result(job: Job, outcomes: list[Any]) -> dict[str, Any]:

@@ -9,6 +9,13 @@ embedded SQLite store, in the database when replicas share one (`SharedRateLimit
 Quotas are audio minutes per UTC day, reserved atomically in the database before any work starts
 (cache hits count: the quota meters delivered audio) and refunded when generation fails; with
 `MUSICOPS_SERVING_DATABASE_URL` (PostgreSQL) every replica draws on the same quota.
+
+Tenancy: every key belongs to a tenant (`--tenant`, default: the key's own name, so keys made
+without one are isolated from each other). Assets, audit records and jobs are visible only to keys
+of the tenant they were made for; a key with the admin scope (`--admin`) sees every tenant's.
+Key databases made before tenants existed gain the `tenant` and `admin` columns on open
+(`ALTER TABLE ... ADD COLUMN`, like the job queue's added columns); their keys read as
+tenant = own name, not admin.
 """
 
 from __future__ import annotations
@@ -25,8 +32,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import Float, String, case, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Boolean, Float, String, case, inspect, select, text, update
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
 from musicops.store.database import create_tables, is_sqlite, make_engine
@@ -56,6 +63,12 @@ class ApiKeyRow(_Base):
     rate_per_min: Mapped[float | None] = mapped_column(Float, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    tenant: Mapped[str | None] = mapped_column(String(64), nullable=True)  # None: the key's own name
+    admin: Mapped[bool | None] = mapped_column(Boolean, nullable=True)  # None: not admin
+
+
+# Columns added after the first release: existing key databases get them on open.
+_ADDED_COLUMNS = {"tenant": "VARCHAR(64)", "admin": "BOOLEAN"}
 
 
 class RateBucketRow(_Base):
@@ -84,13 +97,17 @@ class ApiKey:
     rate_per_min: float | None
     created_at: datetime
     revoked: bool = False
+    tenant: str | None = None  # None only for ANONYMOUS (--no-auth): batch/CLI cache, sees everything
+    admin: bool = False
 
     @property
     def user(self) -> str:
         return f"key:{self.name}"
 
 
-ANONYMOUS = ApiKey("000000000000", "anonymous", None, None, datetime(1970, 1, 1, tzinfo=UTC))
+# --no-auth: one local user, no one to isolate from. Its tenant is None, so it shares the batch/CLI
+# cache (the keys used before tenants existed), and it may read every asset.
+ANONYMOUS = ApiKey("000000000000", "anonymous", None, None, datetime(1970, 1, 1, tzinfo=UTC), admin=True)
 
 
 def parse_rate(text: str | None) -> float | None:
@@ -141,6 +158,7 @@ class KeyStore:
         self.url = as_url(location)
         self.engine = make_engine(self.url, "API key store")
         create_tables(_Base.metadata, self.engine)
+        self._add_missing_columns()
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._lock = threading.Lock()
         self._cache: dict[str, tuple[float, ApiKeyRow | None]] = {}
@@ -149,22 +167,43 @@ class KeyStore:
     def for_home(cls, home: Path) -> KeyStore:
         return cls(serving_database_url(home, "keys.db"))
 
+    def _add_missing_columns(self) -> None:
+        """Bring a key database from before tenancy up to date; existing rows keep NULL (= own name,
+        not admin). Two replicas starting together may race: the loser's ALTER fails, harmlessly."""
+        present = {column["name"] for column in inspect(self.engine).get_columns(ApiKeyRow.__tablename__)}
+        for name, sql_type in _ADDED_COLUMNS.items():
+            if name in present:
+                continue
+            try:
+                with self.engine.begin() as conn:
+                    conn.execute(text(f"ALTER TABLE {ApiKeyRow.__tablename__} ADD COLUMN {name} {sql_type}"))
+            except (OperationalError, ProgrammingError):
+                again = {column["name"] for column in inspect(self.engine).get_columns(ApiKeyRow.__tablename__)}
+                if name not in again:
+                    raise
+
     def close(self) -> None:
         self.engine.dispose()
 
     # management (CLI)
 
-    def create(self, name: str, quota_minutes: float | None = None, rate: str | float | None = None) -> tuple[ApiKey, str]:
-        """Create a key; returns (key, the plaintext key). The plaintext is not stored anywhere."""
+    def create(self, name: str, quota_minutes: float | None = None, rate: str | float | None = None,
+               tenant: str | None = None, admin: bool = False) -> tuple[ApiKey, str]:
+        """Create a key; returns (key, the plaintext key). The plaintext is not stored anywhere.
+        `tenant` defaults to the key's name (a tenant of its own); `admin` sees every tenant's assets."""
         if not _NAME.match(name or ""):
             raise ValueError(f"invalid key name {name!r}: letters, digits, '.', '_' or '-' (max 64)")
+        if name == ANONYMOUS.name:
+            raise ValueError(f"the key name {name!r} is reserved (it is the user of --no-auth servers)")
+        if tenant is not None and not _NAME.match(tenant):
+            raise ValueError(f"invalid tenant {tenant!r}: letters, digits, '.', '_' or '-' (max 64)")
         if quota_minutes is not None and quota_minutes <= 0:
             raise ValueError("quota minutes must be > 0")
         per_min = rate if isinstance(rate, float | int) or rate is None else parse_rate(rate)
         key_id, secret, salt = secrets.token_hex(6), secrets.token_urlsafe(32), secrets.token_hex(16)
         row = ApiKeyRow(key_id=key_id, name=name, salt=salt, digest=_digest(salt, secret),
                         quota_minutes_per_day=quota_minutes, rate_per_min=float(per_min) if per_min else None,
-                        created_at=datetime.now(UTC))
+                        created_at=datetime.now(UTC), tenant=tenant or name, admin=bool(admin))
         try:
             with self._sessions.begin() as session:
                 session.add(row)
@@ -193,6 +232,19 @@ class KeyStore:
         if not match:
             return None
         key_id, secret = match[1], match[2]
+        row = self._row(key_id)
+        if row is None or row.revoked_at is not None:
+            return None
+        if not hmac.compare_digest(_digest(row.salt, secret), row.digest):
+            return None
+        return _key(row)
+
+    def by_id(self, key_id: str) -> ApiKey | None:
+        """The key with this id (revoked ones too: a job keeps its tenant), or None."""
+        row = self._row(key_id)
+        return _key(row) if row is not None else None
+
+    def _row(self, key_id: str) -> ApiKeyRow | None:
         now = time.monotonic()
         cached = self._cache.get(key_id)
         if cached is None or now - cached[0] > self.CACHE_S:
@@ -200,12 +252,7 @@ class KeyStore:
                 row = session.get(ApiKeyRow, key_id)
             cached = (now, row)
             self._cache[key_id] = cached
-        row = cached[1]
-        if row is None or row.revoked_at is not None:
-            return None
-        if not hmac.compare_digest(_digest(row.salt, secret), row.digest):
-            return None
-        return _key(row)
+        return cached[1]
 
     def used_seconds(self, key_id: str, day: str | None = None) -> float:
         with self._sessions() as session:
@@ -258,7 +305,7 @@ class KeyStore:
 
 def _key(row: ApiKeyRow) -> ApiKey:
     return ApiKey(row.key_id, row.name, row.quota_minutes_per_day, row.rate_per_min, row.created_at,
-                  row.revoked_at is not None)
+                  row.revoked_at is not None, row.tenant or row.name, bool(row.admin))
 
 
 class RateLimiter:

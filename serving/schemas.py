@@ -7,8 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from musicops.generation.prompts import MAX_SEED
-from musicops.serving.config import MIN_DURATION_S, ServeConfig
+from musicops.generation.prompts import MAX_SEED, MIN_DURATION_S
+from musicops.serving.config import ServeConfig
 
 
 class Sampling(BaseModel):
@@ -56,6 +56,7 @@ class AssetOut(BaseModel):
     audio_url: str | None = Field(None, description="Signed, expiring URL of the WAV file (None when not delivered).")
     urls: dict[str, str] = Field(default_factory=dict, description="Signed URL per stored format.")
     expires_at: int | None = Field(None, description="Unix time the signed URLs stop working.")
+    tags: list[str] = Field(default_factory=list, description="This request's tags (not part of the cache key).")
 
 
 class GenerateResponse(BaseModel):
@@ -115,9 +116,11 @@ def request_models(config: ServeConfig) -> tuple[type[BaseModel], type[BaseModel
         model_config = ConfigDict(extra="forbid", json_schema_extra={
             "examples": [{"prompt": "calm piano with soft strings", "duration_s": 4.0, "seed": 7}]})
 
-        prompt: str = Field(min_length=1, max_length=config.max_prompt_chars,
-                            pattern=r"\S", description="Text prompt (no control characters).")
-        duration_s: float = Field(ge=MIN_DURATION_S, le=config.max_duration_s, description="Seconds of audio.")
+        prompt: str = Field(min_length=1, max_length=config.max_prompt_chars, pattern=r"\S",
+                            description="Text prompt (no control characters; at least one visible character).")
+        duration_s: float = Field(ge=MIN_DURATION_S, le=config.max_duration_s,
+                                  description=f"Seconds of audio (at least {MIN_DURATION_S:g}: the loudness "
+                                              "check needs BS.1770's 0.4 s gating blocks).")
         seed: int | None = Field(None, ge=0, le=MAX_SEED, description="Default: derived from the prompt.")
         n_variations: int = Field(1, ge=1, le=config.max_variations, description="Seeds seed, seed+1, ...")
         tags: list[str] = Field(default_factory=list, max_length=32)

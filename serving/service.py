@@ -1,5 +1,11 @@
 """Everything one server holds (config, model manager, engine, keys, jobs, signer, metrics) and the
-helpers the routers share: errors, authentication, limits, rendering outcomes as responses."""
+helpers the routers share: errors, authentication, limits, tenancy, rendering outcomes as responses.
+
+Tenancy (see `musicops.serving.keys`): a key sees the assets, audit records and jobs of its own
+tenant; an admin key sees all. Anything else is answered 404 exactly like an id that does not
+exist, so a key learns nothing about other tenants' assets or jobs. Each tenant has its own cache
+(`musicops.store.cache`), so `cache_hit` only ever reflects the tenant's own earlier requests.
+"""
 
 from __future__ import annotations
 
@@ -105,33 +111,68 @@ class Service:
                            "resets at 00:00 UTC", "quota_exceeded",
                            {"Retry-After": str(seconds_to_next_day())})
 
-    # rendering
-
     def base_url(self, request: Request) -> str:
         return (self.config.public_url or str(request.base_url)).rstrip("/")
 
+    # tenancy
+
+    @staticmethod
+    def can_see(key: ApiKey, record: Any) -> bool:
+        """Whether `key` may see this asset: its tenant's, or any for an admin. Assets stored through
+        the API before tenancy have no tenant; the key that made them (`user` = key:NAME) still sees them."""
+        if key.admin:
+            return True
+        if record.tenant is not None:
+            return record.tenant == key.tenant
+        return record.user == key.user
+
+    def visible_asset(self, key: ApiKey, asset_id: str) -> Any:
+        """The asset's record, or ApiError 404 when it does not exist or is not this key's to see."""
+        record = self.engine.db.get_asset(asset_id)
+        if record is None or not self.can_see(key, record):
+            raise ApiError(404, "not_found", f"no asset {asset_id}", "not_found")
+        return record
+
+    def job_tenant(self, job: Any) -> str | None:
+        """The tenant a job was submitted for (its key's); None for --no-auth jobs."""
+        owner = self.keys.by_id(job.key_id)
+        return owner.tenant if owner is not None else None
+
+    def can_see_job(self, key: ApiKey, job: Any) -> bool:
+        if key.admin or job.key_id == key.key_id:
+            return True
+        tenant = self.job_tenant(job)
+        return tenant is not None and tenant == key.tenant
+
+    # rendering
+
     def signed_urls(self, request: Request, record: Any) -> tuple[dict[str, str], int | None]:
+        """Signed URLs bound to the asset's tenant (`UrlSigner`); only call for a record the key may see."""
         if not record.passed:
             return {}, None
         urls, exp = {}, None
         base = self.base_url(request)
         for fmt in record.files:
-            query, exp = self.signer.sign(record.asset_id, fmt)
+            query, exp = self.signer.sign(record.asset_id, fmt, tenant=record.tenant)
             urls[fmt] = f"{base}/v1/assets/{record.asset_id}?{query}"
         return urls, exp
 
-    def asset_out(self, request: Request, record: Any, cache_hit: bool, variation: int) -> dict[str, Any]:
+    def asset_out(self, request: Request, record: Any, cache_hit: bool, variation: int,
+                  tags: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
+        """One asset of a response; `tags` are this request's (they are not part of the cache key, so a
+        cached asset's record may carry another request's)."""
         urls, exp = self.signed_urls(request, record)
         return {"asset_id": record.asset_id, "sha256": record.sha256, "seed": record.seed, "variation": variation,
                 "duration_s": record.duration_s, "sample_rate": record.sample_rate, "passed": record.passed,
                 "failed_checks": [c["name"] for c in record.checks if not c.get("passed", True)],
                 "cache_hit": cache_hit, "loudness_lufs": record.loudness_after,
                 "true_peak_dbtp": record.true_peak_after, "audio_url": urls.get("wav") or next(iter(urls.values()), None),
-                "urls": urls, "expires_at": exp}
+                "urls": urls, "expires_at": exp, "tags": list(tags)}
 
-    def response(self, request: Request, pairs: list[tuple[Any, bool, int]]) -> dict[str, Any]:
-        """GenerateResponse from (record, cache_hit, variation) triples."""
+    def response(self, request: Request, pairs: list[tuple[Any, bool, int]],
+                 tags: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
+        """GenerateResponse from (record, cache_hit, variation) triples and the request's tags."""
         first = pairs[0][0]
         return {"request_id": request.scope.get("state", {}).get("request_id"),
                 "model": {"name": first.model_name, "version": first.model_version, "uri": first.model_uri},
-                "assets": [self.asset_out(request, r, hit, v) for r, hit, v in pairs]}
+                "assets": [self.asset_out(request, r, hit, v, tags) for r, hit, v in pairs]}

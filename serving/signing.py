@@ -3,6 +3,11 @@
 The secret comes from `MUSICOPS_SERVE_SECRET` or, failing that, from `<state>/serve/secret`
 (generated on first start with mode 0600). Anyone holding a signed URL can fetch that one file
 until it expires; nothing else is granted. Signatures are compared in constant time.
+
+The HMAC covers the tenant the asset belongs to (read from its provenance record when verifying), so
+a signature is bound to (tenant, asset, format, expiry): URLs are only minted for a key that may see
+the asset, and one minted for tenant A's asset is no use for any other asset or tenant. Signatures
+from before tenancy (`musicops-asset-v1`) no longer verify; `GET /v1/audit/{id}` mints fresh ones.
 """
 
 from __future__ import annotations
@@ -56,26 +61,35 @@ class UrlSigner:
         self._secret = secret
         self.ttl_s = ttl_s
 
-    def signature(self, asset_id: str, fmt: str, exp: int) -> str:
-        message = f"musicops-asset-v1\n{asset_id}\n{fmt}\n{int(exp)}".encode()
+    def signature(self, asset_id: str, fmt: str, exp: int, tenant: str | None = None) -> str:
+        """HMAC over (tenant, asset, format, expiry); tenant None = a batch/CLI asset (no tenant)."""
+        message = f"musicops-asset-v2\n{tenant or ''}\n{asset_id}\n{fmt}\n{int(exp)}".encode()
         digest = hmac.new(self._secret, message, hashlib.sha256).digest()
         return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
-    def sign(self, asset_id: str, fmt: str, now: float | None = None) -> tuple[str, int]:
-        """(query string, expiry) for one asset file."""
+    def sign(self, asset_id: str, fmt: str, now: float | None = None, tenant: str | None = None) -> tuple[str, int]:
+        """(query string, expiry) for one file of an asset of `tenant`."""
         exp = int((now if now is not None else time.time()) + self.ttl_s)
-        return f"fmt={fmt}&exp={exp}&sig={self.signature(asset_id, fmt, exp)}", exp
+        return f"fmt={fmt}&exp={exp}&sig={self.signature(asset_id, fmt, exp, tenant)}", exp
 
-    def verify(self, asset_id: str, fmt: str, exp: int | None, sig: str | None,
-               now: float | None = None) -> str | None:
-        """None when valid, else why not (never says which part of a signature was wrong)."""
+    @staticmethod
+    def precheck(exp: int | None, sig: str | None, now: float | None = None) -> str | None:
+        """What can be refused before the asset's record is read: no signature, or past its expiry."""
         if exp is None or not sig:
             return "missing signature: use the signed audio URL returned by the API"
-        expected = self.signature(asset_id, fmt, exp)
-        if not hmac.compare_digest(expected.encode(), sig.encode()):
-            return "invalid signature"
         if (now if now is not None else time.time()) > exp:
             return "signed URL expired: request a fresh one (GET /v1/audit/{asset_id})"
+        return None
+
+    def verify(self, asset_id: str, fmt: str, exp: int | None, sig: str | None,
+               now: float | None = None, tenant: str | None = None) -> str | None:
+        """None when valid, else why not (never says which part of a signature was wrong)."""
+        problem = self.precheck(exp, sig, now)
+        if problem is not None or exp is None or sig is None:
+            return problem
+        expected = self.signature(asset_id, fmt, exp, tenant)
+        if not hmac.compare_digest(expected.encode(), sig.encode()):
+            return "invalid signature"
         return None
 
     def webhook_signature(self, body: bytes) -> str:

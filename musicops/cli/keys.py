@@ -21,11 +21,13 @@ def create(
     name: str = typer.Option(..., help="A name for the key (shown in logs and provenance as key:NAME)."),
     quota_minutes: float = typer.Option(None, help="Generated audio minutes per UTC day (default: unlimited)."),
     rate: str = typer.Option(None, help="Requests per minute, e.g. 60/min, 2/s (default: unlimited)."),
+    tenant: str = typer.Option(None, help="Tenant whose assets and jobs the key sees (default: the key's name)."),
+    admin: bool = typer.Option(False, "--admin", help="Admin scope: sees every tenant's assets, audits and jobs."),
 ) -> None:
     """Create a key and print it once: only its salted hash is stored."""
     store = _store()
     try:
-        key, plaintext = store.create(name, quota_minutes, rate)
+        key, plaintext = store.create(name, quota_minutes, rate, tenant=tenant, admin=admin)
     except ValueError as exc:
         fail(str(exc), 2)
     finally:
@@ -46,10 +48,11 @@ def list_keys() -> None:
     finally:
         store.close()
     table = Table()
-    for column in ("name", "id", "quota min/day", "rate/min", "created", "revoked"):
+    for column in ("name", "id", "tenant", "admin", "quota min/day", "rate/min", "created", "revoked"):
         table.add_column(column)
     for k in keys:
-        table.add_row(k.name, k.key_id, "-" if k.quota_minutes_per_day is None else f"{k.quota_minutes_per_day:g}",
+        table.add_row(k.name, k.key_id, k.tenant or "", "yes" if k.admin else "",
+                      "-" if k.quota_minutes_per_day is None else f"{k.quota_minutes_per_day:g}",
                       "-" if k.rate_per_min is None else f"{k.rate_per_min:g}", k.created_at.isoformat(timespec="seconds"),
                       "yes" if k.revoked else "")
     console.print(table)

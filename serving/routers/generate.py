@@ -30,11 +30,12 @@ async def items_within_quota(svc: Service, key: ApiKey, body: Any) -> tuple[list
 
 
 async def generate_outcomes(svc: Service, key: ApiKey, body: Any, source: str) -> list[Any]:
-    """Validate, reserve quota, plan against the cache, batch through the model; outcomes in item order."""
+    """Validate, reserve quota, plan against the key's tenant's cache, batch through the model;
+    outcomes in item order."""
     svc.require_ready()
     items, seconds = await items_within_quota(svc, key, body)
     try:
-        options = svc.engine.options(SamplingOptions(**body.sampling.model_dump()), key.user)
+        options = svc.engine.options(SamplingOptions(**body.sampling.model_dump()), key.user).for_tenant(key.tenant)
         with svc.engine.arriving():
             future = await run_in_threadpool(lambda: svc.engine.submit(svc.engine.plan(items, options, source)))
         return await asyncio.wrap_future(future)
@@ -52,11 +53,12 @@ def build_router(GenerateRequest: type, StreamRequest: type) -> APIRouter:  # no
     @router.post("/generate", response_model=GenerateResponse, summary="Generate audio and wait for it")
     async def generate(body: GenerateRequest, request: Request, key: ApiKey = Depends(api_key),
                        svc: Service = Depends(service)) -> Any:
-        """Cache first (same keys as `musicops generate batch`), then the model via the dynamic batcher.
+        """Cache first (the batch pipeline's keys, per tenant), then the model via the dynamic batcher.
         Returns the assets with signed, expiring audio URLs; assets that fail their quality checks
-        are listed with `passed: false` and no URL."""
+        are listed with `passed: false` and no URL. `cache_hit` is true only for the tenant's own
+        earlier requests (each tenant has its own cache); `tags` are this request's."""
         outcomes = await generate_outcomes(svc, key, body, "api:/v1/generate")
-        return svc.response(request, [(o.record, o.cache_hit, o.item.variation) for o in outcomes])
+        return svc.response(request, [(o.record, o.cache_hit, o.item.variation) for o in outcomes], body.tags)
 
     @router.post("/generate/stream", summary="Generate one clip and stream it as WAV",
                  response_class=StreamingResponse,

@@ -1,4 +1,4 @@
-"""POST /v1/jobs (202, durable) and GET /v1/jobs/{job_id}."""
+"""POST /v1/jobs (202, durable) and GET /v1/jobs/{job_id} (keys of the job's tenant, or admin)."""
 
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -29,7 +29,7 @@ def render_job(svc: Service, request: Request, job: Job) -> dict[str, Any]:
         records = [svc.engine.db.get_asset(a) for a in job.result["asset_ids"]]
         pairs = [(r, hit, v) for r, hit, v in zip(records, job.result["cache_hits"], job.result["variations"],
                                                      strict=True) if r is not None]
-        result = svc.response(request, pairs) if pairs else None
+        result = svc.response(request, pairs, job.request.get("tags") or []) if pairs else None
     return {"job_id": job.job_id, "state": job.state,
             "progress": {"done": done, "total": job.total, "fraction": done / total},
             "created_at": job.created_at.isoformat(),
@@ -63,11 +63,13 @@ def build_router(JobRequest: type) -> APIRouter:  # noqa: N803 - model class
         return render_job(svc, request, job)
 
     @router.get("/jobs/{job_id}", response_model=JobOut, summary="Job state, progress, ETA and result",
-                responses={404: {"model": ErrorResponse, "description": "No such job for this key"}})
+                responses={404: {"model": ErrorResponse, "description": "No such job (or another tenant's)"}})
     async def get_job(request: Request, job_id: str = Path(pattern=JOB_ID), key: ApiKey = Depends(api_key),
                       svc: Service = Depends(service)) -> Any:
+        """A job is visible to the keys of the tenant it was submitted for (and admin keys); any other
+        key gets the same 404 as for an id that does not exist."""
         job = await run_in_threadpool(svc.jobs.get, job_id)
-        if job is None or (svc.config.require_keys and job.key_id != key.key_id):
+        if job is None or not await run_in_threadpool(svc.can_see_job, key, job):
             raise ApiError(404, "not_found", f"no job {job_id}", "not_found")
         return await run_in_threadpool(render_job, svc, request, job)
 

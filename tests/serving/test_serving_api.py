@@ -70,12 +70,14 @@ def test_sync_generate_is_the_batch_pipeline(server, client, serve_home, tmp_pat
     assert again["assets"][0]["asset_id"] == asset["asset_id"] and again["assets"][0]["cache_hit"]
     assert _stored(serve_home) == before
 
-    # The batch pipeline with the same line hits the API's asset: same keys, assets and provenance.
+    # The batch pipeline with the same line, planned for the key's tenant ("main": each tenant has its
+    # own cache), hits the API's asset: same keys, assets and provenance.
     from musicops.generation.batch import BatchOptions, run_batch
 
     prompts = tmp_path / "p.jsonl"
     prompts.write_text(json.dumps({"prompt": request["prompt"], "duration_s": 0.5, "seed": 11}) + "\n")
-    result = run_batch(prompts, "models:/tiny@champion", BatchOptions(log_to_mlflow=False), get_settings(serve_home))
+    result = run_batch(prompts, "models:/tiny@champion", BatchOptions(log_to_mlflow=False, tenant="main"),
+                       get_settings(serve_home))
     assert [o.record.asset_id for o in result.outcomes] == [asset["asset_id"]]
     assert result.outcomes[0].cache_hit
     record = result.outcomes[0].record
