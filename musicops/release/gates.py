@@ -214,17 +214,14 @@ def regression_gate(cand: Any, base: Any, suite: Any, out: Path | None, settings
         if out is not None:
             (out / "regression").mkdir(parents=True, exist_ok=True)
             (out / "regression" / "floors.json").write_text(json.dumps(floors.to_dict(), indent=2, default=str))
-        failed = [c for c in floors.checks if not c.passed]
-        detail = ("first release (no baseline): absolute floors only; "
-                  + "; ".join(f"{c.name}: {c.detail}" for c in (failed or floors.checks)) + _ignored(floors.suite))
+        detail = "first release (no baseline): absolute floors only; " + _summary(floors.checks) + _ignored(floors.suite)
         return GateVerdict("regression", PASS if floors.passed else FAIL, detail,
                            {"suite": floors.suite, "floors": floors.metrics,
                             "checks": [asdict(c) for c in floors.checks],
                             "candidate_assets": floors.candidate_assets})
     target = out / "regression" if out else None
     result = run_regression(cand.pinned_uri, base.pinned_uri, suite or DEFAULT_SUITE, target, settings)
-    failed = [c for c in result.checks if not c.passed]
-    detail = "; ".join(f"{c.name}: {c.detail}" for c in (failed or result.checks)) + _ignored(result.suite)
+    detail = _summary(result.checks) + _ignored(result.suite)
     return GateVerdict("regression", PASS if result.passed else FAIL, detail,
                        {"suite": result.suite, "metrics": result.metrics, "checks": [asdict(c) for c in result.checks],
                         "candidate_assets": [r.candidate_asset for r in result.rows],
@@ -233,6 +230,17 @@ def regression_gate(cand: Any, base: Any, suite: Any, out: Path | None, settings
                                       "baseline_audio": r.baseline_audio}
                                      for r in sorted(result.rows, key=lambda r: -r.fd_contribution)[:3]]},
                        str(target / "report.html") if target else None)
+
+
+def _summary(checks: list[Any]) -> str:
+    """Failed checks in full; on a pass, the floors in one phrase and the comparisons in full."""
+    failed = [c for c in checks if not c.passed]
+    if failed:
+        return "; ".join(f"{c.name}: {c.detail}" for c in failed)
+    floors = [c for c in checks if c.name.startswith("floor_")]
+    shown = [f"{len(floors)} absolute floors pass ("
+             + ", ".join(f"{c.name.removeprefix('floor_')} {c.value:.2g}" for c in floors) + ")"]
+    return "; ".join(shown + [f"{c.name}: {c.detail}" for c in checks if not c.name.startswith("floor_")])
 
 
 def _ignored(suite: dict[str, Any]) -> str:

@@ -207,3 +207,15 @@ def test_first_release_floors_pass_a_healthy_model_and_fail_a_silent_one(models)
     silent = run_floors(str(models["silent"]))
     assert not silent.passed
     assert {c.name for c in silent.checks if not c.passed} >= {"floor_silence", "floor_quality_checks"}
+
+
+def test_suite_names_real_clap_weights_relative_to_itself(tmp_path) -> None:
+    """A suite with real CLAP weights travels with them; its CLAP floor then applies."""
+    data = json.loads(DEFAULT_SUITE.read_text())
+    data.update(embedder="clap", embedder_path="weights/clap-htsat-unfused")
+    path = tmp_path / "suites" / "real.json"
+    path.parent.mkdir()
+    path.write_text(json.dumps(data))
+    suite = load_suite(path)
+    assert suite.embedder == "clap" and suite.embedder_path == str(tmp_path / "suites" / "weights" / "clap-htsat-unfused")
+    assert suite.floors["min_clap_score"] == 0.1
