@@ -1,9 +1,10 @@
 """Generation for the API: the batch pipeline's steps behind a dynamic batcher.
 
 A request becomes a `BatchPlan` over the same work items, cache keys (`item_params`,
-`model_identity`, `cache_key`) and options as a one-line prompts file, so the API and
-`musicops generate batch` hit each other's cache, and assets and provenance rows are identical.
-Cache hits are answered from the provenance DB without touching the model.
+`model_identity`, `cache_key`) and options as a one-line prompts file, so assets and provenance
+rows are identical to the batch pipeline's. Keyed requests carry their tenant into the cache key
+(one cache per tenant: a hit never reveals another tenant's prompts); a batch planned with
+`BatchOptions(tenant=...)` fills that tenant's cache. Cache hits are answered from the provenance DB without touching the model.
 
 Misses go to one model thread. It takes the oldest waiting request and every other waiting request
 with compatible params (same duration and sampling options) up to `max_batch_size` items, waiting at
@@ -105,7 +106,7 @@ def new_batch_id(prefix: str = "api") -> str:
 def request_items(prompt: str, duration_s: float, seed: int | None = None, n_variations: int = 1,
                   tags: list[str] | tuple[str, ...] = ()) -> list[WorkItem]:
     """A request's work items: checked and expanded exactly like one line of a prompts file
-    (same limits, same derived seeds), so the API and batch files share cache entries."""
+    (same limits, same derived seeds), so a request and a prompts-file line make the same assets."""
     record: dict[str, Any] = {"prompt": prompt, "duration_s": duration_s, "n_variations": n_variations}
     if seed is not None:
         record["seed"] = seed

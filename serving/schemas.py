@@ -82,6 +82,7 @@ class JobOut(BaseModel):
     result: GenerateResponse | None = None
     error: str | None = None
     webhook_state: str
+    webhook_error: str | None = Field(None, description="Why the webhook delivery failed (e.g. a redirect, which is never followed).")
     status_url: str
 
 

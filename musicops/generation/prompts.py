@@ -183,6 +183,8 @@ def validate_record(line_no: int, record: Any) -> PromptLine:
         raise ValueError(f"prompt is {len(prompt)} characters; the limit is {MAX_PROMPT_CHARS}")
     if any(ord(c) < 32 and c not in "\t\n" for c in prompt):
         raise ValueError("prompt contains control characters")
+    if has_lone_surrogate(prompt):
+        raise ValueError("prompt contains a lone UTF-16 surrogate (not valid Unicode text)")
     if "duration_s" not in record:
         raise ValueError("duration_s is missing")
     duration = _number(record["duration_s"], "duration_s")
@@ -204,6 +206,12 @@ def has_visible_text(text: str) -> bool:
     """At least one letter, digit, punctuation mark or symbol: a prompt of zero-width spaces, joiners
     or other format characters is empty to the model but not to `str.strip()`."""
     return any(unicodedata.category(c)[0] in "LNPS" for c in text)
+
+
+def has_lone_surrogate(text: str) -> bool:
+    """JSON's \\ud800 escapes decode to code points no encoder accepts: stored or echoed back, they
+    fail the response (a 500), so they are refused with the field's name instead."""
+    return any("\ud800" <= c <= "\udfff" for c in text)
 
 
 def _number(value: Any, name: str) -> float:
@@ -234,4 +242,6 @@ def _tags(value: Any) -> tuple[str, ...]:
         raise ValueError("tags must be a list of short strings (or comma-separated in CSV)")
     if len(value) > 32:
         raise ValueError("at most 32 tags")
+    if any(has_lone_surrogate(t) or any(ord(c) < 32 for c in t) for t in value):
+        raise ValueError("tags must not contain control characters or lone UTF-16 surrogates")
     return tuple(value)

@@ -36,7 +36,8 @@ def render_job(svc: Service, request: Request, job: Job) -> dict[str, Any]:
             "started_at": job.started_at.isoformat() if job.started_at else None,
             "finished_at": job.finished_at.isoformat() if job.finished_at else None,
             "estimated_completion": eta, "result": result, "error": job.error,
-            "webhook_state": job.webhook_state, "status_url": f"{svc.base_url(request)}/v1/jobs/{job.job_id}"}
+            "webhook_state": job.webhook_state, "webhook_error": job.webhook_error,
+            "status_url": f"{svc.base_url(request)}/v1/jobs/{job.job_id}"}
 
 
 def build_router(JobRequest: type) -> APIRouter:  # noqa: N803 - model class

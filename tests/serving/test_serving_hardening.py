@@ -255,6 +255,18 @@ def _recording_server(answer: int, location: str | None = None) -> tuple[HTTPSer
     return httpd, hits
 
 
+def test_lone_surrogates_in_tags_or_prompt_are_a_422_naming_the_field(server, client) -> None:
+    """JSON escapes like \\ud800 decode to code points no encoder takes: echoed back in the response
+    they failed it with a 500; refused up front, and the next request is unaffected."""
+    for body, field in ((b'{"prompt": "surrogate tag", "duration_s": 0.5, "tags": ["\\ud800"]}', "tags"),
+                        (b'{"prompt": "bad \\udc00 prompt", "duration_s": 0.5}', "prompt")):
+        answer = client.post("/v1/generate", content=body, headers={"Content-Type": "application/json"})
+        assert answer.status_code == 422, answer.text
+        assert field in answer.json()["error"]["message"], answer.text
+    assert client.post("/v1/generate", json={"prompt": "after the surrogates", "duration_s": 0.5,
+                                              "tags": ["ok"]}).status_code == 200
+
+
 def test_webhook_redirect_is_not_followed_and_recorded_as_failed(server, client, serve_home) -> None:
     target, target_hits = _recording_server(204)
     redirector, redirector_hits = _recording_server(
@@ -269,6 +281,7 @@ def test_webhook_redirect_is_not_followed_and_recorded_as_failed(server, client,
                  "the webhook outcome")
         job = client.get(f"/v1/jobs/{job_id}").json()
         assert job["state"] == "succeeded" and job["webhook_state"] == "failed", job
+        assert "redirect (HTTP 302) not followed" in job["webhook_error"], job
         assert len(redirector_hits) == 1, "a redirect is final: not retried"
         assert redirector_hits[0]["X-Musicops-Signature"].startswith("sha256=")
         assert target_hits == [], "the redirect must not be followed"
