@@ -25,10 +25,10 @@ from typing import Any
 
 import numpy as np
 
+from musicops.audio.convert import RESAMPLER, resample, to_mono
 from musicops.evaluation.provenance import MetricProvenance
 
 CLAP_TINY = "clap-tiny"
-RESAMPLER = "scipy.resample_poly"
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
 
 
@@ -329,28 +329,13 @@ def _check_batch_size(batch_size: int) -> None:
 
 
 def _to_mono(audio: np.ndarray) -> np.ndarray:
-    arr = np.asarray(audio, dtype=np.float32)
-    if arr.ndim == 2:
-        arr = arr.mean(axis=1)
-    elif arr.ndim != 1:
-        raise ValueError(f"audio must be (frames,) or (frames, channels), got shape {arr.shape}")
+    """Float32 mono, refusing what no embedding should be computed from (empty or non-finite)."""
+    arr = to_mono(audio)
     if arr.shape[0] == 0:
         raise ValueError("audio is empty")
     if not np.all(np.isfinite(arr)):
         raise ValueError("audio contains NaN or inf")
     return arr
-
-
-def resample(audio: np.ndarray, from_rate: int, to_rate: int) -> np.ndarray:
-    """Polyphase resampling (scipy's default Kaiser window): deterministic and alias-suppressing."""
-    if from_rate <= 0 or to_rate <= 0:
-        raise ValueError(f"sample rates must be positive: {from_rate} -> {to_rate}")
-    if from_rate == to_rate:
-        return np.asarray(audio, dtype=np.float32)
-    from scipy.signal import resample_poly
-
-    g = math.gcd(int(from_rate), int(to_rate))
-    return resample_poly(audio, int(to_rate) // g, int(from_rate) // g).astype(np.float32)
 
 
 def _l2(x: np.ndarray) -> np.ndarray:

@@ -8,7 +8,6 @@ polyphase resampler), mixed to mono, cut or padded to a fixed segment, then enco
 from __future__ import annotations
 
 from dataclasses import dataclass
-from math import gcd
 from pathlib import Path
 from typing import Any
 
@@ -27,18 +26,9 @@ class EncodedDataset:
         return len(self.captions)
 
 
-def resample(samples: np.ndarray, source_rate: int, target_rate: int) -> np.ndarray:
-    """Polyphase resampling (scipy); exact identity when rates match."""
-    if source_rate == target_rate:
-        return samples
-    from scipy.signal import resample_poly
-
-    factor = gcd(source_rate, target_rate)
-    return resample_poly(samples, target_rate // factor, source_rate // factor, axis=0).astype(np.float32)
-
-
 def load_segment(path: str | Path, sample_rate: int, segment_s: float) -> np.ndarray:
     """Mono float32 audio at `sample_rate`, cut or zero-padded to exactly `segment_s` seconds."""
+    from musicops.audio.convert import resample
     from musicops.audio.io import read_audio
 
     audio = read_audio(path)

@@ -449,6 +449,7 @@ def _evaluate(catalog: CatalogVersion, samples: list[_Sample], fusion: dict[str,
 
 def _read_negatives(directory: str | Path, rate: int) -> list[tuple[str, np.ndarray]]:
     """Known-original music from a folder (mono at `rate`); synthetic musicops clips are refused."""
+    from musicops.audio.convert import resample
     from musicops.audio.io import AUDIO_EXTENSIONS, AudioError, read_audio
 
     root = Path(directory)
@@ -467,7 +468,7 @@ def _read_negatives(directory: str | Path, rate: int) -> list[tuple[str, np.ndar
             audio = read_audio(path)
         except (OSError, AudioError):
             continue
-        out.append((str(path), _to_rate(audio.mono().astype(np.float64), audio.sample_rate, rate)))
+        out.append((str(path), resample(audio.mono().astype(np.float64), audio.sample_rate, rate)))
     if not out:
         raise CalibrationError(f"{root}: no readable audio files for negatives")
     return out
@@ -499,6 +500,7 @@ def _synthetic_share(catalog: CatalogVersion) -> float:
 
 def _load_work(work: Any, rate: int) -> np.ndarray | None:
     """A work's mono audio at `rate`, from its recorded path; None if moved, changed or unreadable."""
+    from musicops.audio.convert import resample
     from musicops.audio.io import AudioError, read_audio
     from musicops.hashing import file_sha256
 
@@ -508,16 +510,7 @@ def _load_work(work: Any, rate: int) -> np.ndarray | None:
         audio = read_audio(work.path)
     except (OSError, AudioError):
         return None
-    return _to_rate(audio.mono().astype(np.float64), audio.sample_rate, rate)
-
-
-def _to_rate(x: np.ndarray, rate: int, target: int) -> np.ndarray:
-    if rate == target:
-        return x
-    from scipy.signal import resample_poly
-
-    g = math.gcd(rate, target)
-    return resample_poly(x, target // g, rate // g)
+    return resample(audio.mono().astype(np.float64), audio.sample_rate, rate)
 
 
 def _excerpt(x: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:

@@ -12,11 +12,12 @@ scatter. numpy/scipy only.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from musicops.audio.convert import resample, to_mono
 
 SAMPLE_RATE = 8000
 N_FFT = 1024
@@ -69,29 +70,15 @@ class FingerprintMatch:
                 "score": round(self.score, 5)}
 
 
-def _mono(audio: np.ndarray) -> np.ndarray:
-    data = np.asarray(audio, dtype=np.float64)
-    if data.ndim == 2:
-        data = data.mean(axis=1)
-    if data.ndim != 1:
-        raise ValueError(f"expected (frames,) or (frames, channels) audio, got shape {np.shape(audio)}")
-    if not np.isfinite(data).all():
-        raise ValueError("audio contains NaN/Inf samples")
-    return data
-
-
 def to_fingerprint_rate(audio: np.ndarray, sample_rate: int) -> np.ndarray:
     """Mono float64 at 8 kHz (polyphase resampling, which also low-passes)."""
-    from scipy.signal import resample_poly
-
-    x = _mono(audio)
+    x = to_mono(audio, dtype=np.float64)
+    if not np.isfinite(x).all():
+        raise ValueError("audio contains NaN/Inf samples")
     rate = int(sample_rate)
     if rate <= 0:
         raise ValueError(f"sample_rate must be positive, got {sample_rate}")
-    if rate != SAMPLE_RATE:
-        g = math.gcd(rate, SAMPLE_RATE)
-        x = resample_poly(x, SAMPLE_RATE // g, rate // g)
-    return x
+    return resample(x, rate, SAMPLE_RATE)
 
 
 def spectrogram_db(x: np.ndarray) -> np.ndarray:

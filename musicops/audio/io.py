@@ -54,7 +54,9 @@ class Audio:
         return self.samples.shape[0] / float(self.sample_rate)
 
     def mono(self) -> np.ndarray:
-        return self.samples.mean(axis=1).astype(np.float32)
+        from musicops.audio.convert import to_mono
+
+        return to_mono(self.samples)
 
 
 def read_audio(path: str | os.PathLike[str], *, max_bytes: int = 512 * 1024 * 1024) -> Audio:

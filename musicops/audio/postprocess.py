@@ -23,11 +23,11 @@ import os
 import re
 import zlib
 from dataclasses import asdict, dataclass, field
-from fractions import Fraction
 from functools import lru_cache
 
 import numpy as np
 
+from musicops.audio.convert import resample
 from musicops.audio.io import AudioError
 
 # The limiter aims this far below the ceiling so the gain interpolation between control points and
@@ -119,7 +119,7 @@ def postprocess(samples: np.ndarray, sample_rate: int,
     if settings.dc_removal:
         x = _remove_dc(x, rate)
     if settings.sample_rate is not None and settings.sample_rate != rate:
-        x = _resample(x, rate, int(settings.sample_rate))
+        x = resample(x, rate, int(settings.sample_rate), axis=1)
         rate = int(settings.sample_rate)
 
     frame_peak = _frame_peaks(x)
@@ -334,13 +334,6 @@ def _dc_highpass(rate: int) -> np.ndarray:
     from scipy.signal import butter
 
     return butter(2, _DC_HIGHPASS_HZ, btype="highpass", fs=rate, output="sos")
-
-
-def _resample(x: np.ndarray, rate: int, target: int) -> np.ndarray:
-    from scipy.signal import resample_poly
-
-    ratio = Fraction(target, rate)
-    return resample_poly(x, ratio.numerator, ratio.denominator, axis=1)
 
 
 @lru_cache(maxsize=8)
