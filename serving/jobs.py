@@ -35,11 +35,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import JSON, Float, Integer, String, Text, func, inspect, or_, select, text, update
+from sqlalchemy import JSON, Float, Integer, String, Text, func, or_, select, update
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
 from musicops.serving.keys import as_url, serving_database_url
-from musicops.store.database import create_tables, is_sqlite, make_engine
+from musicops.store import migrations
+from musicops.store.database import is_sqlite, make_engine, new_metadata
 from musicops.store.provenance import UTCDateTime
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,7 @@ LOCAL_REPLICA = "local"  # the embedded SQLite queue has one owner: whichever pr
 
 
 class _Base(DeclarativeBase):
-    pass
+    metadata = new_metadata()  # schema: Alembic history `jobs` (musicops/store/migrations/jobs)
 
 
 class JobRow(_Base):
@@ -79,9 +80,6 @@ class JobRow(_Base):
     owner: Mapped[str | None] = mapped_column(String(128), nullable=True, index=True)
     lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
-
-# Columns added after the first release: existing jobs databases get them on open.
-_ADDED_COLUMNS = {"owner": "VARCHAR(128)", "lease_until": "TIMESTAMP", "webhook_error": "TEXT"}
 
 
 @dataclass(frozen=True)
@@ -132,8 +130,7 @@ class JobStore:
     def __init__(self, location: str | Path, replica: str | None = None, lease_s: float | None = None) -> None:
         self.url = as_url(location)
         self.engine = make_engine(self.url, "job queue")
-        create_tables(_Base.metadata, self.engine)
-        self._add_missing_columns()
+        migrations.upgrade(self.engine, "jobs")
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._lock = threading.Lock()
         self.replica = replica or replica_id(self.url)
@@ -143,13 +140,6 @@ class JobStore:
     def for_home(cls, home: Path, port: int | None = None) -> JobStore:
         url = serving_database_url(home, "jobs.db")
         return cls(url, replica=replica_id(url, port))
-
-    def _add_missing_columns(self) -> None:
-        present = {column["name"] for column in inspect(self.engine).get_columns(JobRow.__tablename__)}
-        for name, sql_type in _ADDED_COLUMNS.items():
-            if name not in present:
-                with self.engine.begin() as conn:
-                    conn.execute(text(f"ALTER TABLE {JobRow.__tablename__} ADD COLUMN {name} {sql_type}"))
 
     def close(self) -> None:
         self.engine.dispose()

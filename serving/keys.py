@@ -13,9 +13,8 @@ Quotas are audio minutes per UTC day, reserved atomically in the database before
 Tenancy: every key belongs to a tenant (`--tenant`, default: the key's own name, so keys made
 without one are isolated from each other). Assets, audit records and jobs are visible only to keys
 of the tenant they were made for; a key with the admin scope (`--admin`) sees every tenant's.
-Key databases made before tenants existed gain the `tenant` and `admin` columns on open
-(`ALTER TABLE ... ADD COLUMN`, like the job queue's added columns); their keys read as
-tenant = own name, not admin.
+Key databases made before tenants existed gain the `tenant` and `admin` columns on open (Alembic
+history `keys`, musicops/store/migrations/keys); their keys read as tenant = own name, not admin.
 """
 
 from __future__ import annotations
@@ -32,11 +31,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import Boolean, Float, String, case, inspect, select, text, update
-from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
+from sqlalchemy import Boolean, Float, String, case, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
-from musicops.store.database import create_tables, is_sqlite, make_engine
+from musicops.store import migrations
+from musicops.store.database import is_sqlite, make_engine, new_metadata
 from musicops.store.provenance import UTCDateTime
 
 KEY_PREFIX = "mko"
@@ -49,7 +49,7 @@ _PER_MINUTE = {"s": 60.0, "sec": 60.0, "second": 60.0, "m": 1.0, "min": 1.0, "mi
 
 
 class _Base(DeclarativeBase):
-    pass
+    metadata = new_metadata()  # schema: Alembic history `keys` (musicops/store/migrations/keys)
 
 
 class ApiKeyRow(_Base):
@@ -66,9 +66,6 @@ class ApiKeyRow(_Base):
     tenant: Mapped[str | None] = mapped_column(String(64), nullable=True)  # None: the key's own name
     admin: Mapped[bool | None] = mapped_column(Boolean, nullable=True)  # None: not admin
 
-
-# Columns added after the first release: existing key databases get them on open.
-_ADDED_COLUMNS = {"tenant": "VARCHAR(64)", "admin": "BOOLEAN"}
 
 
 class RateBucketRow(_Base):
@@ -157,8 +154,7 @@ class KeyStore:
     def __init__(self, location: str | Path) -> None:
         self.url = as_url(location)
         self.engine = make_engine(self.url, "API key store")
-        create_tables(_Base.metadata, self.engine)
-        self._add_missing_columns()
+        migrations.upgrade(self.engine, "keys")
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._lock = threading.Lock()
         self._cache: dict[str, tuple[float, ApiKeyRow | None]] = {}
@@ -166,21 +162,6 @@ class KeyStore:
     @classmethod
     def for_home(cls, home: Path) -> KeyStore:
         return cls(serving_database_url(home, "keys.db"))
-
-    def _add_missing_columns(self) -> None:
-        """Bring a key database from before tenancy up to date; existing rows keep NULL (= own name,
-        not admin). Two replicas starting together may race: the loser's ALTER fails, harmlessly."""
-        present = {column["name"] for column in inspect(self.engine).get_columns(ApiKeyRow.__tablename__)}
-        for name, sql_type in _ADDED_COLUMNS.items():
-            if name in present:
-                continue
-            try:
-                with self.engine.begin() as conn:
-                    conn.execute(text(f"ALTER TABLE {ApiKeyRow.__tablename__} ADD COLUMN {name} {sql_type}"))
-            except (OperationalError, ProgrammingError):
-                again = {column["name"] for column in inspect(self.engine).get_columns(ApiKeyRow.__tablename__)}
-                if name not in again:
-                    raise
 
     def close(self) -> None:
         self.engine.dispose()

@@ -6,13 +6,15 @@ Integrity rules live in the schema where a race could break them: one rating per
 belongs to exactly one rater, so one rating per (rater, item)), one token hash per rater, one
 rater index per campaign (the index seeds the rater's assignment).
 
-Schema changes add tables rather than alter existing ones (`mos_plays` came later): `create_all`
-creates a missing table and leaves existing ones, and their rows, as they are.
+Schema: Alembic history `mos` (musicops/store/migrations/mos), applied when the store opens;
+`mos_plays` came in its second revision.
 """
 
 from __future__ import annotations
 
+import os
 from datetime import datetime
+from pathlib import Path
 
 from sqlalchemy import (
     BigInteger,
@@ -27,12 +29,12 @@ from sqlalchemy import (
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from musicops.store import database
+from musicops.store import database, migrations
 from musicops.store.provenance import UTCDateTime
 
 
 class Base(DeclarativeBase):
-    pass
+    metadata = database.new_metadata()
 
 
 class CampaignRow(Base):
@@ -122,9 +124,18 @@ class RatingRow(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
+MOS_DATABASE_ENV = "MUSICOPS_MOS_DATABASE_URL"
+
+
+def mos_database_url(home: Path) -> str:
+    """`MUSICOPS_MOS_DATABASE_URL`, else the embedded SQLite file `<state>/mos.db`."""
+    return os.environ.get(MOS_DATABASE_ENV) or f"sqlite:///{Path(home) / 'mos.db'}"
+
+
 def make_engine(url: str) -> Engine:
     return database.make_engine(url, "MOS store")
 
 
 def create_tables(engine: Engine) -> None:
-    database.create_tables(Base.metadata, engine)
+    """Bring the MOS database to the current schema (Alembic upgrade; a no-op when it is there)."""
+    migrations.upgrade(engine, "mos")

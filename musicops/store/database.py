@@ -3,6 +3,9 @@
 Embedded default: a SQLite file in the state directory, in WAL mode with a busy timeout so readers
 (the API) run while a writer (a batch) commits. Any other URL (PostgreSQL for a shared deployment)
 gets connection pre-ping, since a server can drop idle connections.
+
+Every store declares its tables on a `new_metadata()` (one naming convention) and brings its
+database to the current schema with `musicops.store.migrations.upgrade` (Alembic) when it opens.
 """
 
 from __future__ import annotations
@@ -12,10 +15,24 @@ from typing import Any
 
 from sqlalchemy import MetaData, create_engine, event
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.pool import StaticPool
 
 SQLITE_BUSY_MS = 30_000
+
+# PostgreSQL's own default names, so databases created (by `create_all`) before there was a
+# convention already carry the names the migrations and models use; SQLite gets the same names.
+NAMING_CONVENTION: dict[str, str] = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "%(table_name)s_%(column_0_name)s_key",
+    "fk": "%(table_name)s_%(column_0_name)s_fkey",
+    "pk": "%(table_name)s_pkey",
+}
+
+
+def new_metadata() -> MetaData:
+    """The MetaData of one database's tables (each database has its own, all built this way):
+    `class Base(DeclarativeBase): metadata = new_metadata()`."""
+    return MetaData(naming_convention=NAMING_CONVENTION)
 
 
 def sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -52,11 +69,3 @@ def make_engine(url: str, what: str = "database") -> Engine:
     engine = create_engine(url, **kwargs)
     event.listen(engine, "connect", sqlite_pragmas)
     return engine
-
-
-def create_tables(metadata: MetaData, engine: Engine) -> None:
-    """create_all checks then creates; two processes starting together can both try, so retry once."""
-    try:
-        metadata.create_all(engine)
-    except (OperationalError, ProgrammingError, IntegrityError):
-        metadata.create_all(engine)

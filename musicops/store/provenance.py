@@ -8,6 +8,8 @@ timeout so the batch runner and the API server can share one file. The cache key
 Ownership: an asset made for an API tenant has a row in `asset_owners` naming the tenant, written in
 the same transaction as the asset row (`AssetRecord.tenant`); batch and CLI assets have none. The
 API shows an asset only to its tenant (and admin keys); see `musicops.serving.service.Service.can_see`.
+
+Schema: Alembic history `provenance` (musicops/store/migrations/provenance), applied on open.
 """
 
 from __future__ import annotations
@@ -38,7 +40,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
-from musicops.store.database import create_tables, make_engine
+from musicops.store import migrations
+from musicops.store.database import make_engine, new_metadata
 
 _IN_CHUNK = 500  # well under SQLite's bound-parameter limit
 BATCH_STATUSES = frozenset({"running", "finished", "failed"})
@@ -71,7 +74,7 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 
 class Base(DeclarativeBase):
-    pass
+    metadata = new_metadata()
 
 
 class AssetRow(Base):
@@ -127,8 +130,7 @@ class BatchRow(Base):
 class GateRow(Base):
     """Verdicts of gates run on an asset after it was stored (copyright similarity, MOS, ...).
 
-    A table of its own (not columns on `assets`), so adding it to an existing database needs no
-    migration: `create_all` creates missing tables.
+    A table of its own (not columns on `assets`): verdicts are appended, never change the asset.
     """
 
     __tablename__ = "asset_gates"
@@ -142,8 +144,8 @@ class GateRow(Base):
 
 
 class AssetOwnerRow(Base):
-    """The tenant an asset was made for. A table of its own, like `asset_gates`: existing databases
-    gain it through `create_all`, and the `assets` table is never altered."""
+    """The tenant an asset was made for. A table of its own, like `asset_gates`, written in the same
+    transaction as the asset; batch and CLI assets have none."""
 
     __tablename__ = "asset_owners"
 
@@ -280,7 +282,7 @@ class ProvenanceDB:
         self.url = url
         self.engine: Engine = make_engine(url, "provenance database")
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
-        create_tables(Base.metadata, self.engine)
+        migrations.upgrade(self.engine, "provenance")
 
     @classmethod
     def from_settings(cls, settings: Any) -> ProvenanceDB:

@@ -331,7 +331,8 @@ def test_a_database_from_before_tenancy_opens_with_its_assets(tmp_path: Path) ->
         old = first.add_asset(make_record(seed=5))[0]
     engine = create_engine(url)
     with engine.begin() as conn:
-        conn.execute(text("DROP TABLE asset_owners"))  # the schema as it was
+        conn.execute(text("DROP TABLE asset_owners"))  # the schema as it was,
+        conn.execute(text("DROP TABLE alembic_version_provenance"))  # made before migrations
     assert "asset_owners" not in inspect(engine).get_table_names()
     engine.dispose()
     with ProvenanceDB(url) as second:

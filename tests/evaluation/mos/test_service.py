@@ -232,7 +232,8 @@ def test_a_database_from_before_play_tracking_opens_with_its_ratings(tmp_path: P
         svc.submit_rating(rater, items[0].item_id, 5, "old-1")
     engine = create_engine(url)
     with engine.begin() as conn:
-        conn.execute(text("DROP TABLE mos_plays"))  # the schema as it was
+        conn.execute(text("DROP TABLE mos_plays"))  # the schema as it was,
+        conn.execute(text("DROP TABLE alembic_version_mos"))  # made before migrations
     assert "mos_plays" not in inspect(engine).get_table_names()
     engine.dispose()
     with MosService(url) as svc:
