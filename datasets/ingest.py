@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from musicops.audio.io import FileProblem
 from musicops.datasets.manifest import (
-    FileProblem,
     ManifestVersion,
     publish_manifest,
     scan_directory,

@@ -15,15 +15,15 @@ import json
 import math
 import os
 import re
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from musicops.audio.io import AUDIO_EXTENSIONS
+from musicops.audio.io import AUDIO_EXTENSIONS, FileProblem
 from musicops.hashing import file_sha256
 from musicops.names import safe_name
+from musicops.store.files import atomic_path
 from musicops.store.versions import claim_next_version, version_dir, version_numbers
 
 if TYPE_CHECKING:
@@ -41,17 +41,6 @@ METADATA_FILES = ("metadata.jsonl", "metadata.csv")
 CAPTION_KEYS = ("caption", "text", "description")  # audiofolder datasets name the column variously
 # Files that legitimately sit next to audio and are neither audio nor something to report.
 SIDECAR_NAMES = {"readme", "readme.md", "readme.txt", "license", "license.txt", ".gitattributes"}
-
-
-@dataclass(frozen=True)
-class FileProblem:
-    """A file that cannot enter a dataset, and why (shown to the user verbatim)."""
-
-    path: str
-    problem: str
-
-    def __str__(self) -> str:
-        return f"{self.path}: {self.problem}"
 
 
 @dataclass
@@ -287,14 +276,9 @@ def publish_manifest(frame: pd.DataFrame | list[dict[str, Any]], name: str,
 
 
 def _atomic_write(path: Path, write: Callable[[str], object]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Let `write` fill a temp file that then atomically becomes `path`."""
+    with atomic_path(path) as tmp:
+        write(str(tmp))
 
 
 # --- reading -------------------------------------------------------------------------------------

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -325,12 +324,6 @@ def synthesize(out_dir: str | os.PathLike[str], n: int, seed: int, duration_s: f
 
 def _write_jsonl(path: Path, records: list[dict]) -> None:
     """Atomic, so a reader never sees captions for only half the clips."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            for record in records:
-                fh.write(json.dumps(record, ensure_ascii=False, sort_keys=False) + "\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from musicops.store.files import atomic_write
+
+    atomic_write(path, "".join(json.dumps(record, ensure_ascii=False, sort_keys=False) + "\n" for record in records))

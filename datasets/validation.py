@@ -12,17 +12,18 @@ import html
 import json
 import math
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from musicops.store.files import atomic_write
+
 if TYPE_CHECKING:
     import great_expectations as gx
     import pandas as pd
 
-    from musicops.datasets.manifest import FileProblem
+    from musicops.audio.io import FileProblem
 
 SUITE_PATH = Path(__file__).resolve().parent / "expectations" / "audio_manifest.json"
 EXAMPLES = 5  # unexpected values (and their files) quoted per failing expectation
@@ -263,8 +264,8 @@ def write_report(path: str | os.PathLike[str], *, name: str, file_problems: Sequ
     if ignored:
         sections.append(_Section("Ignored files (not audio, not a caption or metadata file)",
                                  headers=["file"], rows=[[f] for f in ignored]))
-    _atomic_text(path, _render_html(title, sections))
-    _atomic_text(path.with_suffix(".md"), _render_markdown(title, sections))
+    atomic_write(path, _render_html(title, sections))
+    atomic_write(path.with_suffix(".md"), _render_markdown(title, sections))
     return path
 
 
@@ -356,12 +357,3 @@ def _render_markdown(title: str, sections: list[_Section]) -> str:
     return "\n".join(out)
 
 
-def _atomic_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -27,6 +27,7 @@ import numpy as np
 
 from musicops.audio.convert import RESAMPLER, resample, to_mono
 from musicops.evaluation.provenance import MetricProvenance
+from musicops.hashing import directory_sha256
 
 CLAP_TINY = "clap-tiny"
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
@@ -369,16 +370,9 @@ def files_sha256(directory: str | Path, files: list[Path] | None = None) -> str:
     directory = Path(directory)
     if files is None:
         files = [p for p in directory.rglob("*") if p.is_file() and p.name.endswith(WEIGHT_SUFFIXES)]
-    files = sorted(files)
     if not files:
         raise FileNotFoundError(f"{directory}: no weight files ({', '.join(WEIGHT_SUFFIXES)})")
-    digest = hashlib.sha256()
-    for path in files:
-        digest.update(f"{path.relative_to(directory).as_posix()}\n".encode())
-        with path.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
+    return directory_sha256(directory, files)
 
 
 @contextlib.contextmanager

@@ -362,18 +362,14 @@ def run_regression(candidate: str, baseline: str, suite_path: str | Path = DEFAU
 
 
 def _load_audio(result: Any, settings: Settings) -> tuple[list[np.ndarray], int]:
-    import io
-
-    import soundfile as sf
-
     from musicops.store.assets import open_asset_store
 
     store = open_asset_store(settings)
     clips, rate = [], 0
     for outcome in result.outcomes:
-        data, rate = sf.read(io.BytesIO(store.read(outcome.record.files["wav"]["sha256"], "wav")),
-                             dtype="float32", always_2d=True)
-        clips.append(data)
+        audio = store.read_audio(outcome.record.files["wav"]["sha256"], "wav")
+        clips.append(audio.samples)
+        rate = audio.sample_rate
     return clips, rate
 
 

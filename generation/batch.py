@@ -8,7 +8,6 @@ keeps every completed asset and a rerun produces each missing one exactly once.
 
 from __future__ import annotations
 
-import getpass
 import json
 import math
 import time
@@ -23,7 +22,7 @@ import numpy as np
 from musicops import __version__, code_version
 from musicops.audio.checks import CheckResult, run_checks, thresholds_for
 from musicops.audio.postprocess import PostProcessSettings, encode, postprocess
-from musicops.config import Settings, get_settings
+from musicops.config import Settings, current_user, get_settings
 from musicops.generation.prompts import WorkItem, expand, read_prompts
 from musicops.hashing import file_sha256
 from musicops.models.base import GenerationParams, MusicModel
@@ -55,7 +54,7 @@ class BatchOptions:
     postprocess: PostProcessSettings = field(default_factory=PostProcessSettings)
     formats: tuple[str, ...] = ("wav", "flac")
     loudness_tolerance_lu: float = 0.5
-    user: str = field(default_factory=lambda: _current_user())
+    user: str = field(default_factory=current_user)
     price_per_hour: float | None = None  # accelerator price; None = settings default
     log_to_mlflow: bool = True
     tenant: str | None = None  # the API tenant whose cache and assets these are; None = batch/CLI
@@ -166,19 +165,9 @@ def model_identity(resolved: ResolvedModel) -> str:
         return f"models:/{resolved.name}/{resolved.version}"
     if resolved.kind == "preset":
         return f"preset:{resolved.name}@{__version__}"
-    return f"dir:{directory_digest(Path(resolved.reference))}"
+    from musicops.hashing import directory_sha256
 
-
-def directory_digest(directory: Path) -> str:
-    import hashlib
-
-    digest = hashlib.sha256()
-    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
-        digest.update(str(path.relative_to(directory)).encode())
-        with path.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()[:24]
+    return f"dir:{directory_sha256(resolved.reference)[:24]}"
 
 
 # ---------------------------------------------------------------------------------------- the steps
@@ -404,21 +393,15 @@ def _finite(value: float) -> float | None:
     return value if value is not None and math.isfinite(value) else None
 
 
-def _current_user() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return "unknown"
-
-
 # ---------------------------------------------------------------------------------------- delivery
 
 
 def deliver(result: BatchResult, out_dir: str | Path, settings: Settings | None = None,
             fmt: str | None = None) -> list[Path]:
     """Copy every asset that passed its checks into `out_dir`; failing assets are never delivered."""
-    import os
     import shutil
+
+    from musicops.store.files import atomic_path
 
     settings = settings or get_settings()
     store = _store(settings)
@@ -430,9 +413,8 @@ def deliver(result: BatchResult, out_dir: str | Path, settings: Settings | None 
         source = store.path_for(outcome.record.files[fmt]["sha256"], fmt)
         target = out / f"{outcome.item.line_no:04d}-v{outcome.item.variation}-{outcome.record.asset_id}.{fmt}"
         if not target.exists():
-            tmp = target.with_name(f".{target.name}.part")
-            shutil.copyfile(source, tmp)
-            os.replace(tmp, target)
+            with atomic_path(target) as tmp:
+                shutil.copyfile(source, tmp)
         written.append(target)
     return written
 

@@ -95,3 +95,15 @@ def get_settings(home: str | os.PathLike[str] | None = None) -> Settings:
         # Cost metric for batch generation: what one accelerator-hour costs, in your currency.
         price_per_accelerator_hour=float(os.environ.get("MUSICOPS_PRICE_PER_HOUR", "2.0") or 0),
     )
+
+
+def current_user() -> str:
+    """Who is acting, for audit fields (batch runs, alias moves): `MUSICOPS_USER` when set (CI bots,
+    shared service accounts name the person), else the login name, else "unknown" (a container
+    without a passwd entry must still run)."""
+    import getpass
+
+    try:
+        return os.environ.get("MUSICOPS_USER") or getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"

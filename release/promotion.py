@@ -11,14 +11,13 @@ second call, without any gate).
 
 from __future__ import annotations
 
-import getpass
 import json
 import os
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from musicops.config import Settings
+from musicops.config import Settings, current_user
 
 CHAMPION, PREVIOUS = "champion", "previous"
 NON_COMMERCIAL = ("cc-by-nc", "cc by-nc", "non-commercial", "noncommercial")
@@ -141,7 +140,7 @@ def promote(name: str, version: str, settings: Settings | None = None, alias: st
     reason = licence_blocks(target.tags.get("musicops.licence"), alias)
     if reason:
         raise PromotionError(reason)
-    user = user or _user()
+    user = user or current_user()
     now = datetime.now(UTC).isoformat(timespec="seconds")
     record = None
     if overridden:
@@ -186,7 +185,7 @@ def rollback(name: str, settings: Settings | None = None, alias: str = CHAMPION)
         raise PromotionError(f"nothing further to roll back to: @{alias} of {name!r} is v{current} and no earlier "
                              "holder is recorded (versions already rolled back from are not re-promoted)")
     target = remaining[-1]
-    now, user = datetime.now(UTC).isoformat(timespec="seconds"), _user()
+    now, user = datetime.now(UTC).isoformat(timespec="seconds"), current_user()
     client.set_registered_model_alias(name, alias, target)
     _save_history(client, name, alias, remaining)
     _set_previous(client, name, alias, remaining)
@@ -195,8 +194,3 @@ def rollback(name: str, settings: Settings | None = None, alias: str = CHAMPION)
     return Promotion(name, target, alias, current, False, None, tuple(remaining))
 
 
-def _user() -> str:
-    try:
-        return os.environ.get("MUSICOPS_USER") or getpass.getuser()
-    except (KeyError, OSError):
-        return "unknown"

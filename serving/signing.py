@@ -16,9 +16,6 @@ import base64
 import hashlib
 import hmac
 import logging
-import os
-import secrets
-import stat
 import time
 from pathlib import Path
 
@@ -29,29 +26,9 @@ SECRET_FILE = "secret"
 
 def load_secret(serve_dir: Path) -> bytes:
     """The signing secret: env var first, else the state dir's 0600 file (created if missing)."""
-    value = os.environ.get(SECRET_ENV)
-    if value:
-        if len(value) < 32:
-            log.warning("%s is shorter than 32 characters; use a long random value", SECRET_ENV)
-        return value.encode()
-    serve_dir.mkdir(parents=True, exist_ok=True)
-    path = serve_dir / SECRET_FILE
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        mode = stat.S_IMODE(path.stat().st_mode)
-        if mode & 0o077:
-            log.warning("signing secret %s had mode %o; setting 0600", path, mode)
-            os.chmod(path, 0o600)
-        data = path.read_bytes().strip()
-        if data:
-            return data
-        fd = os.open(path, os.O_WRONLY | os.O_TRUNC)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(secrets.token_urlsafe(48).encode())
-        handle.flush()
-        os.fsync(handle.fileno())
-    return path.read_bytes().strip()
+    from musicops.store.files import load_secret as load
+
+    return load(Path(serve_dir) / SECRET_FILE, SECRET_ENV)
 
 
 class UrlSigner:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 from typing import Any
+
+from musicops.store.files import atomic_path
 
 _NAME = re.compile(r"^step-(\d{8})\.pt$")
 
@@ -23,9 +24,8 @@ def save_checkpoint(directory: Path, step: int, state: dict[str, Any], keep: int
 
     directory.mkdir(parents=True, exist_ok=True)
     target = directory / f"step-{step:08d}.pt"
-    tmp = directory / f".{target.name}.tmp"
-    torch.save(state, tmp)
-    os.replace(tmp, target)
+    with atomic_path(target) as tmp:
+        torch.save(state, tmp)
     for old in list_checkpoints(directory)[:-keep]:
         old.unlink(missing_ok=True)
     return target

@@ -12,7 +12,7 @@ The submodule names (`fingerprint`, `index`, ...) stay unshadowed: no function i
 
 from musicops.evaluation.catalog.calibrate import CalibrationReport, calibrate
 from musicops.evaluation.catalog.fingerprint import Fingerprint, FingerprintMatch
-from musicops.evaluation.catalog.gate import CatalogMatch, GateVerdict, check_asset, search
+from musicops.evaluation.catalog.gate import CatalogMatch, CopyrightVerdict, check_asset, search
 from musicops.evaluation.catalog.store import (
     CatalogError,
     CatalogVersion,
@@ -26,9 +26,9 @@ __all__ = [
     "CatalogError",
     "CatalogMatch",
     "CatalogVersion",
+    "CopyrightVerdict",
     "Fingerprint",
     "FingerprintMatch",
-    "GateVerdict",
     "add_works",
     "calibrate",
     "check_asset",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,8 +18,6 @@ class AssetGateResult:
 def gate_assets(catalog_name: str, asset_ids: list[str] | None = None, batch_id: str | None = None,
                 settings: Settings | None = None, embedder: Any = None) -> list[AssetGateResult]:
     """Check assets (by id or a whole batch) against a catalog; every verdict goes to provenance."""
-    import soundfile as sf
-
     from musicops.evaluation.catalog.gate import check_asset
     from musicops.evaluation.catalog.store import load_catalog
     from musicops.store.assets import open_asset_store
@@ -40,8 +37,8 @@ def gate_assets(catalog_name: str, asset_ids: list[str] | None = None, batch_id:
         if not records:
             raise ValueError("no assets to check: give asset ids or a batch id that has assets")
         for record in records:
-            data, rate = sf.read(io.BytesIO(store.read(record.files["wav"]["sha256"], "wav")), dtype="float32")
-            verdict = check_asset(catalog, data, rate, embedder=embedder)
+            audio = store.read_audio(record.files["wav"]["sha256"], "wav")
+            verdict = check_asset(catalog, audio.samples, audio.sample_rate, embedder=embedder)
             db.record_gate(record.asset_id, "copyright", not verdict.blocked, verdict.to_dict())
             results.append(AssetGateResult(record.asset_id, verdict.blocked, verdict.reason))
     return results

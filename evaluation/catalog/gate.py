@@ -71,8 +71,12 @@ class CatalogMatch:
 
 
 @dataclass(frozen=True)
-class GateVerdict:
-    """Blocked or not, why, against which catalog version; `to_dict` goes into asset provenance."""
+class CopyrightVerdict:
+    """Blocked or not, why, against which catalog version; `to_dict` goes into asset provenance.
+
+    The copyright check's evidence for one asset; release wraps it into its own copyright gate's
+    `musicops.release.gates.GateVerdict` (a gate's pass/fail status), a different thing.
+    """
 
     blocked: bool
     threshold: float
@@ -231,7 +235,7 @@ def search(catalog: CatalogVersion, audio: np.ndarray, sr: int, k: int = 5, *,
 
 
 def check_asset(catalog: CatalogVersion, audio: np.ndarray, sr: int, threshold: float | None = None, *,
-                k: int = 5, embedder: Embedder | None = None) -> GateVerdict:
+                k: int = 5, embedder: Embedder | None = None) -> CopyrightVerdict:
     """Block when the best fused score reaches the threshold (the catalog's calibrated one by default)."""
     used = threshold_of(catalog) if threshold is None else float(threshold)
     top = search(catalog, audio, sr, k=k, embedder=embedder)
@@ -248,5 +252,5 @@ def check_asset(catalog: CatalogVersion, audio: np.ndarray, sr: int, threshold: 
     else:
         reason = (f"closest work {best.work_id} '{best.title}' scores {best.fused_score:.3f} "
                   f"< {mode} threshold {used:.3f}")
-    return GateVerdict(blocked=bool(blocked), threshold=used, top=top, reason=reason, catalog=catalog.ref,
+    return CopyrightVerdict(blocked=bool(blocked), threshold=used, top=top, reason=reason, catalog=catalog.ref,
                        calibrated=catalog.calibrated, fusion=fusion)

@@ -16,7 +16,6 @@ import datetime as dt
 import json
 import os
 import shutil
-import tempfile
 import uuid
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -25,10 +24,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from musicops.audio.io import FileProblem
 from musicops.evaluation.catalog import alignment as al
 from musicops.evaluation.catalog import fingerprint as fp
 from musicops.hashing import file_sha256
 from musicops.names import safe_name
+from musicops.store.files import atomic_write, fsync_dir
 from musicops.store.versions import version_dir, version_numbers
 
 if TYPE_CHECKING:
@@ -74,12 +75,6 @@ class Work:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-@dataclass(frozen=True)
-class FileProblem:
-    path: str
-    problem: str
 
 
 @dataclass
@@ -261,7 +256,7 @@ def add_works(directory: str | os.PathLike[str], name: str, settings: Settings |
             if final.exists():  # only possible if someone bypassed the lock
                 raise CatalogError(f"{final} appeared while adding; not overwriting it")
             os.rename(tmp, final)
-            _fsync_dir(base)
+            fsync_dir(base)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -432,23 +427,4 @@ def _locked(base: Path) -> Iterator[None]:
 
 
 def _write_json(path: Path, data: Any) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(json.dumps(data, indent=2, sort_keys=False) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; catalog files are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+    atomic_write(path, json.dumps(data, indent=2, sort_keys=False) + "\n", mode=0o644)  # catalog files are shared

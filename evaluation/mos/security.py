@@ -13,15 +13,12 @@ persisted (mode 0600) in the state directory, so restarts and several worker pro
 from __future__ import annotations
 
 import base64
-import contextlib
 import hashlib
 import hmac
 import logging
 import os
 import re
 import secrets
-import stat
-import tempfile
 import time
 from pathlib import Path
 
@@ -45,44 +42,9 @@ def load_secret(home: Path | None = None) -> bytes:
     Without ``home`` (and without the env var) the secret is random per process: forms rendered by
     one process do not verify in another.
     """
-    env = os.environ.get(SECRET_ENV)
-    if env:
-        if len(env.encode()) < _MIN_SECRET_BYTES:
-            raise ValueError(f"{SECRET_ENV} is too short: use at least {_MIN_SECRET_BYTES} random bytes")
-        return env.encode()
-    if home is None:
-        return secrets.token_bytes(32)
-    home = Path(home)
-    home.mkdir(parents=True, exist_ok=True)
-    path = home / SECRET_FILE
-    try:
-        return _read_secret(path)
-    except FileNotFoundError:
-        pass
-    # Write a complete file under a temp name, then link it into place: two processes starting at
-    # once both succeed, one wins the link, and nobody ever reads a half-written secret.
-    fd, tmp_name = tempfile.mkstemp(prefix=".tmp-mos-secret-", dir=home)  # mkstemp creates 0600
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(secrets.token_hex(32).encode())
-            fh.flush()
-            os.fsync(fh.fileno())
-        with contextlib.suppress(FileExistsError):  # another process won: use its secret
-            os.link(tmp_name, path)
-    finally:
-        os.unlink(tmp_name)
-    return _read_secret(path)
+    from musicops.store.files import load_secret as load
 
-
-def _read_secret(path: Path) -> bytes:
-    mode = stat.S_IMODE(path.stat().st_mode)
-    if mode & 0o077:
-        log.warning("MOS secret file %s was readable by others (mode %o); restricting it to 0600", path, mode)
-        os.chmod(path, 0o600)
-    data = path.read_bytes().strip()
-    if len(data) < _MIN_SECRET_BYTES:
-        raise ValueError(f"MOS secret file {path} is empty or too short; delete it to regenerate")
-    return data
+    return load(None if home is None else Path(home) / SECRET_FILE, SECRET_ENV)
 
 
 class CsrfSigner:

@@ -37,7 +37,6 @@ Design choices (and why):
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import math
 import os
@@ -837,6 +836,8 @@ class MosService:
         """One row per rating (every kind, screened raters flagged) as .csv or .parquet, by suffix."""
         import pandas as pd
 
+        from musicops.store.files import atomic_path
+
         path = Path(path)
         suffix = path.suffix.lower()
         if suffix not in (".csv", ".parquet"):
@@ -873,12 +874,11 @@ class MosService:
         frame["score"] = frame["score"].astype(float)
         frame["expected"] = frame["expected"].astype(float)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.part")
-        if suffix == ".csv":
-            frame.to_csv(tmp, index=False)
-        else:
-            frame.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            if suffix == ".csv":
+                frame.to_csv(tmp, index=False)
+            else:
+                frame.to_parquet(tmp, index=False)
         return path
 
     def log_to_mlflow(self, campaign_id: str, settings: Any = None) -> list[str]:
@@ -962,25 +962,21 @@ def _wav_sha256(store: Any, files: dict[str, dict[str, Any]]) -> str:
     """The asset's wav in the store, transcoding (once; content-addressed) when only flac/ogg was kept."""
     if "wav" in files:
         return files["wav"]["sha256"]
-    import soundfile as sf
-
     from musicops.audio.postprocess import encode
 
     for fmt in ("flac", "ogg"):
         if fmt in files:
-            data = store.read(files[fmt]["sha256"], fmt)  # hash-checked
-            samples, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
-            return store.put(encode(samples, rate, "wav"), "wav").sha256
+            audio = store.read_audio(files[fmt]["sha256"], fmt)  # hash-checked and decoded with checks
+            return store.put(encode(audio.samples, audio.sample_rate, "wav"), "wav").sha256
     raise ValueError(f"asset has no wav, flac or ogg file: {sorted(files)}")
 
 
 def _anchor_asset(store: Any, source: CampaignAsset, cutoff_hz: float) -> CampaignAsset:
-    import soundfile as sf
-
     from musicops.audio.postprocess import encode
 
-    samples, rate = sf.read(store.path_for(source.audio_sha256, "wav"), dtype="float32", always_2d=True)
-    stored = store.put(encode(lowpass_anchor(samples, rate, cutoff_hz), rate, "wav"), "wav")
+    audio = store.read_audio(source.audio_sha256, "wav")
+    stored = store.put(encode(lowpass_anchor(audio.samples, audio.sample_rate, cutoff_hz), audio.sample_rate, "wav"),
+                       "wav")
     return CampaignAsset(f"anchor_{source.asset_id}"[:128], stored.sha256, None, "anchor", None,
                          source.prompt)
 
@@ -990,13 +986,11 @@ def _reference_asset(store: Any, reference: CampaignAsset | str | Path | dict[st
         return replace(reference, role="reference", gold_score=None)
     if isinstance(reference, dict):
         return replace(CampaignAsset(**reference), role="reference", gold_score=None)
-    import soundfile as sf
-
+    from musicops.audio.io import read_audio
     from musicops.audio.postprocess import encode
 
-    path = Path(reference)
-    samples, rate = sf.read(path, dtype="float32", always_2d=True)
-    stored = store.put(encode(samples, rate, "wav"), "wav")
+    audio = read_audio(Path(reference))
+    stored = store.put(encode(audio.samples, audio.sample_rate, "wav"), "wav")
     return CampaignAsset(f"ref_{stored.sha256[:16]}", stored.sha256, None, "reference", None, "")
 
 

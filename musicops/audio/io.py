@@ -6,9 +6,9 @@ soundfile (libsndfile) does the work; torchaudio is avoided on purpose (PyPI's b
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -39,6 +39,17 @@ class AudioError(ValueError):
 
 
 @dataclass(frozen=True)
+class FileProblem:
+    """A file that cannot enter a dataset or a catalog, and why (shown to the user verbatim)."""
+
+    path: str
+    problem: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.problem}"
+
+
+@dataclass(frozen=True)
 class Audio:
     """Decoded audio as float32, shape (frames, channels)."""
 
@@ -61,34 +72,48 @@ class Audio:
 
 def read_audio(path: str | os.PathLike[str], *, max_bytes: int = 512 * 1024 * 1024) -> Audio:
     """Decode a file, refusing empty, oversized, corrupt, mislabelled, silent-length or non-finite audio."""
-    import soundfile as sf
-
     path = Path(path)
     if not path.is_file():
         raise AudioError(path, "not a file")
-    size = path.stat().st_size
+    return _decode(str(path), path, path.stat().st_size, path.suffix, max_bytes)
+
+
+def decode_audio(data: bytes, name: str | os.PathLike[str], fmt: str, *,
+                 max_bytes: int = 512 * 1024 * 1024) -> Audio:
+    """Decode bytes (an asset, an upload) with exactly `read_audio`'s checks; `fmt` ("wav", "flac",
+    ...) plays the file extension's part and `name` is what errors call it."""
+    import io
+
+    return _decode(io.BytesIO(data), name, len(data), f".{fmt}", max_bytes)
+
+
+def _decode(source: Any, name: str | os.PathLike[str], size: int, suffix: str, max_bytes: int) -> Audio:
+    import soundfile as sf
+
     if size == 0:
-        raise AudioError(path, "empty file (0 bytes)")
+        raise AudioError(name, "empty file (0 bytes)")
     if size > max_bytes:
-        raise AudioError(path, f"file too large ({size} bytes > limit {max_bytes})")
+        raise AudioError(name, f"file too large ({size} bytes > limit {max_bytes})")
     try:
-        info = sf.info(str(path))
+        info = sf.info(source)
     except Exception as exc:  # libsndfile raises several types; all mean "not decodable"
-        raise AudioError(path, f"not a readable audio file ({_short(exc)})") from exc
-    expected = EXTENSION_FORMATS.get(path.suffix.lower())
+        raise AudioError(name, f"not a readable audio file ({_short(exc)})") from exc
+    expected = EXTENSION_FORMATS.get(suffix.lower())
     if expected is not None and info.format not in expected:
-        raise AudioError(path, f"mislabelled: extension {path.suffix} but content is {info.format}")
+        raise AudioError(name, f"mislabelled: extension {suffix} but content is {info.format}")
     if info.frames <= 0:
-        raise AudioError(path, "no audio frames")
+        raise AudioError(name, "no audio frames")
+    if hasattr(source, "seek"):
+        source.seek(0)
     try:
-        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+        data, rate = sf.read(source, dtype="float32", always_2d=True)
     except Exception as exc:
-        raise AudioError(path, f"corrupt audio data ({_short(exc)})") from exc
+        raise AudioError(name, f"corrupt audio data ({_short(exc)})") from exc
     if data.shape[0] == 0:
-        raise AudioError(path, "no audio frames")
+        raise AudioError(name, "no audio frames")
     if not np.isfinite(data).all():
         bad = int((~np.isfinite(data)).sum())
-        raise AudioError(path, f"contains {bad} NaN/Inf samples")
+        raise AudioError(name, f"contains {bad} NaN/Inf samples")
     return Audio(samples=data, sample_rate=int(rate))
 
 
@@ -96,6 +121,8 @@ def write_audio(path: str | os.PathLike[str], samples: np.ndarray, sample_rate: 
                 subtype: str = "PCM_16") -> Path:
     """Write atomically (temp file + rename) so a crash never leaves a half-written file behind."""
     import soundfile as sf
+
+    from musicops.store.files import atomic_path
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -105,14 +132,8 @@ def write_audio(path: str | os.PathLike[str], samples: np.ndarray, sample_rate: 
     fmt = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG", ".mp3": "MP3"}.get(path.suffix.lower())
     if fmt is None:
         raise AudioError(path, f"unsupported output extension {path.suffix!r}")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         sf.write(tmp, data, sample_rate, format=fmt, subtype={"OGG": "VORBIS", "MP3": "MPEG_LAYER_III"}.get(fmt, subtype))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 

@@ -15,10 +15,14 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlparse
 
 from musicops.hashing import file_sha256
+from musicops.store.files import atomic_write
+
+if TYPE_CHECKING:
+    from musicops.audio.io import Audio
 
 ALLOWED_FORMATS = frozenset({"wav", "flac", "ogg", "mp3"})
 TEMP_PREFIX = ".tmp-"
@@ -35,17 +39,6 @@ class StoredFile:
     path: Path
     size: int
     fmt: str
-
-
-def _fsync_dir(path: Path) -> None:
-    """Persist a rename: without it a crash can forget the new directory entry (POSIX only)."""
-    if os.name != "posix":
-        return
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class AssetStore:
@@ -78,20 +71,8 @@ class AssetStore:
         except FileNotFoundError:
             pass
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=f".{fmt}", dir=path.parent)
-        tmp = Path(tmp_name)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            # mkstemp makes 0600; a server running as another user must be able to read assets.
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        _fsync_dir(path.parent)
+        # 0644: a server running as another user must be able to read assets.
+        atomic_write(path, data, mode=0o644, prefix=TEMP_PREFIX, suffix=f".{fmt}")
         return StoredFile(sha, path, len(data), fmt)
 
     def exists(self, sha256: str, fmt: str) -> bool:
@@ -105,6 +86,12 @@ class AssetStore:
         if actual != sha256:
             raise AssetCorruptError(f"asset {path} is corrupt: content hashes to {actual}, expected {sha256}")
         return data
+
+    def read_audio(self, sha256: str, fmt: str) -> Audio:
+        """Decoded audio of a stored file: hash-checked like `read`, then `read_audio`'s checks."""
+        from musicops.audio.io import decode_audio
+
+        return decode_audio(self.read(sha256, fmt), self.path_for(sha256, fmt), fmt)
 
     def verify(self, sha256: str, fmt: str) -> bool:
         """True when the file exists and its content still hashes to its name (streams, no full read)."""
