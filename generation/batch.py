@@ -167,7 +167,8 @@ def model_identity(resolved: ResolvedModel) -> str:
         return f"preset:{resolved.name}@{__version__}"
     from musicops.hashing import directory_sha256
 
-    return f"dir:{directory_sha256(resolved.reference)[:24]}"
+    # The pre-existing framing (no separator): a local model's identity is in its assets' cache keys.
+    return f"dir:{directory_sha256(resolved.reference, name_separator=b'')[:24]}"
 
 
 # ---------------------------------------------------------------------------------------- the steps

@@ -28,3 +28,18 @@ def test_a_chosen_subset_and_renames_change_the_hash(tmp_path) -> None:
     before = directory_sha256(root)
     (root / "a.bin").rename(root / "c.bin")
     assert directory_sha256(root) != before
+
+
+def test_a_local_model_directory_keeps_the_identity_its_cache_keys_were_made_with(tmp_path) -> None:
+    """Cache keys contain the model identity: these bytes were the `dir:` identity before the directory
+    hash had one home (path then content, no separator); a change would orphan every cached asset."""
+    from musicops.generation.batch import model_identity
+    from musicops.models.loading import ResolvedModel
+
+    root = tmp_path / "model"
+    (root / "sub").mkdir(parents=True)
+    (root / "config.json").write_bytes(b"config")
+    (root / "sub" / "model.bin").write_bytes(b"weights\x00\x01")
+    resolved = ResolvedModel(str(root), "directory", "model")
+    assert model_identity(resolved) == "dir:c7541489f37d46f03fc486bd"
+    assert hashlib.sha256(b"config.jsonconfigsub/model.binweights\x00\x01").hexdigest()[:24] == "c7541489f37d46f03fc486bd"
