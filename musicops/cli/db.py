@@ -65,8 +65,11 @@ def _state(entry: dict[str, Any]) -> str:
     if "error" in entry:
         return f"[red]error[/]: {entry['error']}"
     if entry["up_to_date"]:
-        note = f" (was {entry['before'] or 'unversioned'})" if entry["before"] != entry["current"] else ""
-        return f"[green]up to date[/]{note}" + (f", matched {entry['stamped']}" if entry.get("stamped") else "")
+        if entry["before"] == entry["current"]:
+            return "[green]up to date[/]"
+        if entry.get("stamped"):
+            return f"[green]upgraded[/]: made before migrations, matched {entry['stamped']}"
+        return f"[green]upgraded[/] from {entry['before']}" if entry["before"] else "[green]created[/]"
     if entry["current"] is None:
         if not entry.get("exists", True):
             return "not created yet"

@@ -246,6 +246,26 @@ def test_a_database_from_before_migrations_is_stamped_where_it_matches(engine: s
     assert schema_diff(engine, "keys") == []
 
 
+def test_a_provenance_database_grown_by_create_all_is_matched_and_completed(engine: sa.Engine,
+                                                                            database_url: str) -> None:
+    """First release (INTEGER seed), then a later release's `create_all` added asset_gates but never
+    widened the seed: matched to provenance_0001, the seed is widened, asset_gates kept as it is."""
+    from musicops.store.provenance import Base, ProvenanceDB
+
+    migrations.upgrade(engine, "provenance", "provenance_0001")
+    forget_versions(engine, "provenance")
+    Base.metadata.tables["asset_gates"].create(engine)
+    insert(engine, "asset_gates", asset_id="a1", gate="copyright", passed=False, details={"score": 0.9},
+           created_at=NOW)
+
+    with ProvenanceDB(database_url) as db:
+        assert db.gates_for("a1") == [{"gate": "copyright", "passed": False, "details": {"score": 0.9},
+                                       "created_at": NOW.isoformat()}]
+    status = migrations.current(engine, "provenance")
+    assert status.current == "provenance_0004"
+    assert schema_diff(engine, "provenance") == []
+
+
 def test_a_job_queue_altered_on_open_gains_what_it_lacks(engine: sa.Engine) -> None:
     """The pre-migration code added owner/lease_until with ALTER TABLE (no index) and created
     nothing else: matched to jobs_0001, and the upgrade adds only the missing index and column."""
