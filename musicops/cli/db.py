@@ -38,6 +38,8 @@ def _missing_sqlite_file(url: str) -> bool:
 
 
 def _run(upgrade: bool) -> list[dict[str, Any]]:
+    from sqlalchemy.exc import OperationalError
+
     from musicops.config import get_settings
     from musicops.store import migrations
     from musicops.store.database import make_engine
@@ -53,9 +55,11 @@ def _run(upgrade: bool) -> list[dict[str, Any]]:
         try:
             status = migrations.upgrade(engine, history) if upgrade else migrations.current(engine, history)
             report.append(status.to_dict() | {"exists": True})
-        except migrations.SchemaError as exc:
+        except (migrations.SchemaError, OperationalError) as exc:
             shown = engine.url.render_as_string(hide_password=True)
-            report.append({"database": history, "url": shown, "error": str(exc), "up_to_date": False})
+            message = (str(exc) if isinstance(exc, migrations.SchemaError)
+                       else f"cannot open the {history} database {shown}: {str(exc.orig or exc).strip()}")
+            report.append({"database": history, "url": shown, "error": message, "up_to_date": False})
         finally:
             engine.dispose()
     return report
