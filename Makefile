@@ -11,7 +11,7 @@ export WANDB_MODE ?= offline
 AC_VENV := .venv-audiocraft
 AC_STAMP := $(AC_VENV)/.musicops-installed
 
-.PHONY: install demo test lint clean-state chromium postgres audiocraft-env fluidsynth
+.PHONY: install demo test test-fast lint clean-state chromium postgres audiocraft-env fluidsynth
 
 $(STAMP): pyproject.toml requirements/constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -45,7 +45,7 @@ $(AC_STAMP): requirements/audiocraft.txt requirements/audiocraft-constraints.txt
 audiocraft-env: $(AC_STAMP)
 
 # The provenance and MOS stores are also tested on a real PostgreSQL server, which the tests start
-# from Debian's binaries (tests/postgres_server.py). A no-op once installed.
+# from Debian's binaries (tests/helpers/postgres.py). A no-op once installed.
 postgres:
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || (apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql >/dev/null)
@@ -60,6 +60,12 @@ test: install chromium postgres audiocraft-env fluidsynth
 	$(BIN)/ruff check .
 	MUSICOPS_AUDIOCRAFT_PYTHON=$(CURDIR)/$(AC_VENV)/bin/python MUSICOPS_REQUIRE_AUDIOCRAFT=1 \
 		MUSICOPS_REQUIRE_POSTGRES=1 $(BIN)/pytest
+
+# The fast tier: every test not marked slow (no servers, kfp pipelines, PostgreSQL, Chromium,
+# audiocraft venv or FluidSynth renders), so it needs nothing beyond the install.
+test-fast: install
+	$(BIN)/ruff check .
+	$(BIN)/pytest -m "not slow"
 
 lint: install
 	$(BIN)/ruff check .

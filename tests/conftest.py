@@ -46,15 +46,10 @@ def synth_dir(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture(scope="session")
 def postgres(tmp_path_factory: pytest.TempPathFactory):
-    """A real PostgreSQL server on 127.0.0.1 (tests/postgres_server.py); `make test` requires it."""
-    import importlib.util
-    from pathlib import Path
+    """A real PostgreSQL server on 127.0.0.1 (tests/helpers/postgres.py); `make test` requires it."""
+    from helpers.postgres import postgres_server
 
-    # --import-mode=importlib keeps tests/ off sys.path: load the helper module by its path
-    spec = importlib.util.spec_from_file_location("musicops_test_postgres", Path(__file__).with_name("postgres_server.py"))
-    helper = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(helper)
-    with helper.postgres_server() as server:
+    with postgres_server() as server:
         if server is None:
             message = "PostgreSQL is not installed (make test installs Debian's postgresql)"
             if os.environ.get("MUSICOPS_REQUIRE_POSTGRES") == "1":
@@ -63,9 +58,9 @@ def postgres(tmp_path_factory: pytest.TempPathFactory):
         yield server
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.slow)])
 def database_url(request: pytest.FixtureRequest, tmp_path) -> str:
-    """Each store test runs on the embedded SQLite file and on a real PostgreSQL database."""
+    """Each store test runs on the embedded SQLite file and on a real PostgreSQL database (slow tier)."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'nested' / 'store.db'}"
     return request.getfixturevalue("postgres").create_database()

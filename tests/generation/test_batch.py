@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from helpers.registry import register_tiny
 
 from musicops.audio.measure import integrated_loudness
 from musicops.audio.postprocess import read_tags, true_peak_dbtp
@@ -34,18 +35,8 @@ QUIET = BatchOptions(log_to_mlflow=False)
 @pytest.fixture(scope="module")
 def registry_home(tmp_path_factory):
     """A state directory with the tiny model registered as models:/tiny/1 (alias champion)."""
-    from mlflow import MlflowClient
-
-    from musicops.models.musicgen import TransformersMusicGen
-    from musicops.registry import configure_mlflow
-    from musicops.training.run import import_model_dir
-
     home = tmp_path_factory.mktemp("batch-home")
-    settings = get_settings(home)
-    model_dir = TransformersMusicGen.from_preset().save(home / "tiny-weights")
-    version = import_model_dir(model_dir, "tiny", settings)
-    configure_mlflow(settings)
-    MlflowClient().set_registered_model_alias("tiny", "champion", version)
+    assert register_tiny(home, "tiny", alias="champion") == "1"
     return home
 
 
@@ -86,6 +77,7 @@ def test_example_prompts_become_checked_assets_with_full_provenance(settings) ->
     assert _count(settings) == 7
 
 
+@pytest.mark.slow  # PostgreSQL
 def test_provenance_in_postgresql_via_database_url(settings, postgres, monkeypatch) -> None:
     """MUSICOPS_DATABASE_URL moves provenance (and so the cache index) to a real PostgreSQL server."""
     url = postgres.create_database()

@@ -106,6 +106,7 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+@pytest.mark.slow  # the audiocraft venv builds the reference checkpoint
 def test_audiocraft_checkpoint_generates_what_audiocraft_generates(reference: dict[str, Path],
                                                                    checkpoint_copy: Path) -> None:
     from musicops.models.loading import load_model
@@ -144,6 +145,7 @@ def assert_generates_like_audiocraft(model, reference_npz: Path) -> dict[str, np
     return expected
 
 
+@pytest.mark.slow  # the audiocraft venv builds the reference checkpoint
 def test_t5_fine_tuned_with_the_lm_is_taken_from_the_checkpoint(reference: dict[str, Path]) -> None:
     """--text-encoder gives the hub T5 (config, tokenizer); the fine-tuned weights in state_dict.bin win."""
     from musicops.models.loading import load_model
@@ -159,6 +161,7 @@ def test_t5_fine_tuned_with_the_lm_is_taken_from_the_checkpoint(reference: dict[
     assert np.abs(tuned["audio"] - plain["audio"]).max() > 100 * AUDIO_TOLERANCE, "the T5 change must show"
 
 
+@pytest.mark.slow  # the audiocraft venv builds the reference checkpoint
 def test_pretrained_codec_reference_uses_the_given_codec_dir(reference: dict[str, Path], checkpoint_copy: Path,
                                                             tmp_path: Path) -> None:
     """audiocraft's export_pretrained_compression_model writes only a codec name; --codec supplies it."""
@@ -177,6 +180,7 @@ def test_pretrained_codec_reference_uses_the_given_codec_dir(reference: dict[str
     assert_generates_like_audiocraft(TransformersMusicGen.from_dir(converted.directory), reference["reference"])
 
 
+@pytest.mark.slow  # the audiocraft venv builds the reference checkpoint
 def test_legacy_torch_format_converts_too(reference: dict[str, Path], checkpoint_copy: Path, tmp_path: Path) -> None:
     """Files are memory-mapped when they can be; old (pre-zip) torch.save files are read whole."""
     from musicops.models.musicgen import TransformersMusicGen
@@ -188,6 +192,7 @@ def test_legacy_torch_format_converts_too(reference: dict[str, Path], checkpoint
     assert_generates_like_audiocraft(TransformersMusicGen.from_dir(converted.directory), reference["reference"])
 
 
+@pytest.mark.slow  # the audiocraft venv builds the reference checkpoint
 def test_text_encoder_comes_from_the_offline_cache_or_a_clear_error(reference: dict[str, Path],
                                                                      checkpoint_copy: Path, tmp_path: Path,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
@@ -234,6 +239,7 @@ def _biased_attention(package: dict) -> None:
     (_biased_attention, "bias_attn=True"),
     (_drop_a_weight, "missing decoder.lm_heads.3.weight"),
 ])
+@pytest.mark.slow  # the audiocraft venv builds the reference checkpoint
 def test_other_architectures_are_refused_naming_the_file(reference: dict[str, Path], checkpoint_copy: Path,
                                                          edit, message: str) -> None:
     from musicops.training.run import import_audiocraft_checkpoint
@@ -244,6 +250,7 @@ def test_other_architectures_are_refused_naming_the_file(reference: dict[str, Pa
     assert registered_models() == []
 
 
+@pytest.mark.slow  # the audiocraft venv builds the reference checkpoint
 def test_codec_file_in_the_lm_slot_is_refused(reference: dict[str, Path], checkpoint_copy: Path) -> None:
     from musicops.training.run import import_audiocraft_checkpoint
 

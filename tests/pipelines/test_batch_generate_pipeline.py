@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from musicops.config import get_settings
 from musicops.store.provenance import ProvenanceDB
+
+pytestmark = pytest.mark.slow  # runs a kfp.local pipeline
 
 
 def test_batch_pipeline_generates_then_hits_the_cache(tmp_path) -> None:

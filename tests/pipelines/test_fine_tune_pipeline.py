@@ -10,6 +10,8 @@ from typer.testing import CliRunner
 from musicops.cli import app
 from musicops.config import get_settings
 
+pytestmark = pytest.mark.slow  # runs a kfp.local pipeline
+
 
 def test_whole_pipeline_runs_locally_and_registers_a_version(synth_dir) -> None:
     from mlflow import MlflowClient

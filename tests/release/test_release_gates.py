@@ -8,6 +8,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 import torch
+from helpers.registry import register_tiny
 from typer.testing import CliRunner
 
 from musicops.cli import app
@@ -20,8 +21,6 @@ from musicops.release.promotion import current_alias
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory):
     """models:/m/1 champion (tiny), /2 healthy fine-tune, /3 broken (its codec outputs silence)."""
-    from mlflow import MlflowClient
-
     from musicops.datasets.ingest import ingest
     from musicops.datasets.synth import synthesize
     from musicops.training.finetune import FineTuneConfig
@@ -29,10 +28,7 @@ def registry(tmp_path_factory):
 
     home = tmp_path_factory.mktemp("release-home")
     settings = get_settings(home)
-    base = TransformersMusicGen.from_preset().save(home / "base")
-    assert import_model_dir(base, "m", settings) == "1"
-    configure_mlflow(settings)
-    MlflowClient().set_registered_model_alias("m", "champion", "1")
+    assert register_tiny(home, "m", alias="champion", settings=settings) == "1"
     data = home / "data"
     synthesize(data, n=4, seed=0, duration_s=1.5)
     manifest = ingest(data, "rel", settings).version

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers.registry import register_tiny
 
 from musicops.config import get_settings
 from musicops.evaluation.regression import BUILTIN_FLOORS, DEFAULT_SUITE
@@ -42,10 +43,11 @@ def home(tmp_path_factory) -> Path:
 
     home = tmp_path_factory.mktemp("hardening-home")
     settings = get_settings(home)
-    healthy = TransformersMusicGen.from_preset().save(home / "healthy")
     silent = _silent_model().save(home / "silent")
-    for path, version in ((healthy, "1"), (silent, "2"), (healthy, "3"), (silent, "4")):
-        assert import_model_dir(path, NAME, settings) == version
+    assert register_tiny(home, NAME, alias=None, settings=settings) == "1"
+    assert import_model_dir(silent, NAME, settings) == "2"
+    assert register_tiny(home, NAME, alias=None, settings=settings) == "3"
+    assert import_model_dir(silent, NAME, settings) == "4"
     return home
 
 

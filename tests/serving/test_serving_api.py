@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import pytest
 import soundfile as sf
 
 from musicops.config import get_settings
@@ -34,6 +35,7 @@ def _stored(home: Path) -> tuple[int, int]:
     return rows, files
 
 
+@pytest.mark.slow  # the musicops serve process
 def test_health_ready_openapi(server, client) -> None:
     assert httpx.get(f"{server.url}/healthz").json() == {"status": "ok", "model": None}
     ready = httpx.get(f"{server.url}/readyz").json()
@@ -48,6 +50,7 @@ def test_health_ready_openapi(server, client) -> None:
     assert models["model"]["version"] == "1" and models["alias"] == "champion" and models["ready"]
 
 
+@pytest.mark.slow  # the musicops serve process
 def test_sync_generate_is_the_batch_pipeline(server, client, serve_home, tmp_path) -> None:
     request = {"prompt": "Calm  piano with soft strings", "duration_s": 0.5, "seed": 11}
     first = client.post("/v1/generate", json=request)
@@ -84,6 +87,7 @@ def test_sync_generate_is_the_batch_pipeline(server, client, serve_home, tmp_pat
     assert record.user == "key:main" and record.model_version == "1" and record.batch_id.startswith("api-")
 
 
+@pytest.mark.slow  # the musicops serve process
 def test_variations_and_dynamic_batching(server, client) -> None:
     def metric(name: str) -> float:
         text = httpx.get(f"{server.url}/metrics").text
@@ -111,6 +115,7 @@ def test_variations_and_dynamic_batching(server, client) -> None:
     assert [a["seed"] for a in two.json()["assets"]] == [5, 6]
 
 
+@pytest.mark.slow  # the musicops serve process
 def test_async_job_with_webhook(server, client, keys) -> None:
     received: list[tuple[dict, dict]] = []
 
@@ -157,6 +162,7 @@ def test_async_job_with_webhook(server, client, keys) -> None:
         hook.shutdown()
 
 
+@pytest.mark.slow  # the musicops serve process
 def test_stream(server, client, serve_home) -> None:
     chunks = []
     with client.stream("POST", "/v1/generate/stream", json={"prompt": "streamed synth lead", "duration_s": 2.0}) as r:
@@ -177,6 +183,7 @@ def test_stream(server, client, serve_home) -> None:
     assert too_many.status_code == 422
 
 
+@pytest.mark.slow  # the musicops serve process
 def test_audit(server, client, serve_home) -> None:
     asset = client.post("/v1/generate", json={"prompt": "audited cello", "duration_s": 0.5}).json()["assets"][0]
     db = _db(serve_home)
@@ -196,6 +203,7 @@ def test_audit(server, client, serve_home) -> None:
     assert httpx.get(f"{server.url}/v1/audit/{asset['asset_id']}").status_code == 401
 
 
+@pytest.mark.slow  # the musicops serve process
 def test_metrics(server, client) -> None:
     client.post("/v1/generate", json={"prompt": "metered", "duration_s": 0.5})
     client.post("/v1/generate", json={"prompt": "metered", "duration_s": 0.5})
@@ -208,6 +216,7 @@ def test_metrics(server, client) -> None:
         assert name in text, name
 
 
+@pytest.mark.slow  # the musicops serve process
 def test_refusals_generate_and_store_nothing(server, client, keys, serve_home) -> None:
     from musicops.serving.signing import UrlSigner
 
@@ -258,6 +267,7 @@ def test_refusals_generate_and_store_nothing(server, client, keys, serve_home) -
     assert _stored(serve_home) == before, "refused requests must not generate or store anything"
 
 
+@pytest.mark.slow  # the musicops serve process
 def test_request_ids_and_no_secrets_in_logs(server, client, keys, serve_home) -> None:
     response = client.post("/v1/generate", json={"prompt": "traced", "duration_s": 0.5},
                            headers={"X-Request-ID": "trace-abc-123"})

@@ -6,9 +6,12 @@ import sqlite3
 import time
 
 import httpx
+import pytest
 
 from musicops.config import get_settings
 from musicops.store.provenance import ProvenanceDB
+
+pytestmark = pytest.mark.slow  # musicops serve processes
 
 
 def _states(home) -> dict[str, int]:

@@ -136,6 +136,7 @@ def own_server(server_process, serve_home: Path, home: Path, *args: str, env: di
 # --- one request never fails another ---------------------------------------------------------------
 
 
+@pytest.mark.slow  # musicops serve processes
 def test_an_emoji_prompt_over_the_wav_tag_limit_fails_no_request(server, client) -> None:
     """1,000 emoji are 4,000 bytes of UTF-8, twice what a WAV INFO tag holds: the encoder used to raise
     an exception the finisher pool could not unpickle, breaking every clip in flight."""
@@ -190,6 +191,7 @@ def test_a_clip_failing_in_a_worker_fails_alone_and_the_pool_survives(tmp_path) 
 # --- bounded request bodies --------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # musicops serve processes
 @linux_only
 def test_huge_unauthenticated_bodies_are_refused_while_read(server, client) -> None:
     """Four concurrent 200 MB bodies without a key: 413 before authentication, and the server (with its
@@ -255,6 +257,7 @@ def _recording_server(answer: int, location: str | None = None) -> tuple[HTTPSer
     return httpd, hits
 
 
+@pytest.mark.slow  # musicops serve processes
 def test_lone_surrogates_in_tags_or_prompt_are_a_422_naming_the_field(server, client) -> None:
     """JSON escapes like \\ud800 decode to code points no encoder takes: echoed back in the response
     they failed it with a 500; refused up front, and the next request is unaffected."""
@@ -267,6 +270,7 @@ def test_lone_surrogates_in_tags_or_prompt_are_a_422_naming_the_field(server, cl
                                               "tags": ["ok"]}).status_code == 200
 
 
+@pytest.mark.slow  # musicops serve processes
 def test_webhook_redirect_is_not_followed_and_recorded_as_failed(server, client, serve_home) -> None:
     target, target_hits = _recording_server(204)
     redirector, redirector_hits = _recording_server(
@@ -296,6 +300,7 @@ def test_webhook_redirect_is_not_followed_and_recorded_as_failed(server, client,
 # --- processes ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # musicops serve processes
 @linux_only
 def test_dead_worker_fails_no_request_and_sigkill_leaves_no_process(serve_home, server_process, tmp_path) -> None:
     server = own_server(server_process, serve_home, tmp_path / "kill").start()
@@ -357,6 +362,7 @@ def _chattr(flag: str, path: Path) -> bool:
         return False
 
 
+@pytest.mark.slow  # musicops serve processes
 def test_readiness_fails_while_the_asset_store_cannot_be_written(serve_home, server_process, tmp_path) -> None:
     store = tmp_path / "store"
     server = own_server(server_process, serve_home, tmp_path / "ready", env={"MUSICOPS_ASSET_STORE": str(store)})

@@ -12,6 +12,9 @@ import time
 from collections.abc import Callable
 
 import httpx
+import pytest
+
+pytestmark = pytest.mark.slow  # a musicops serve process under load
 
 CLIENTS = 8
 BEFORE_SWAP = 2 * CLIENTS  # requests answered by version 1 before the alias moves

@@ -10,10 +10,13 @@ from __future__ import annotations
 import time
 
 import httpx
+import pytest
 from sqlalchemy import create_engine, text
 
 from musicops.serving.keys import KeyStore
 from musicops.store.provenance import ProvenanceDB
+
+pytestmark = pytest.mark.slow  # two musicops serve processes and PostgreSQL
 
 N_JOBS = 16
 

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import time
 
+import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance, status_code_conformance
+
+pytestmark = pytest.mark.slow  # the musicops serve process
 
 CHECKS = [not_a_server_error, status_code_conformance, response_schema_conformance]
 

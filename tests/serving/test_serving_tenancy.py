@@ -55,6 +55,7 @@ def _samples(data: bytes) -> np.ndarray:
     return sf.read(io.BytesIO(data))[0]
 
 
+@pytest.mark.slow  # musicops serve processes
 def test_another_tenants_asset_audit_and_job_are_404_and_an_admin_sees_all(server, keys, tenant_keys) -> None:
     with _as(server, tenant_keys.acme) as acme, _as(server, tenant_keys.acme_2) as acme_2, \
             _as(server, tenant_keys.globex) as globex, _as(server, keys.main) as main, \
@@ -95,6 +96,7 @@ def test_another_tenants_asset_audit_and_job_are_404_and_an_admin_sees_all(serve
         assert httpx.get(f"{server.url}/v1/assets/{asset_id}", headers={"X-API-Key": "mko_nope"}).status_code == 401
 
 
+@pytest.mark.slow  # musicops serve processes
 def test_a_cache_hit_never_crosses_tenants_and_tags_are_the_requests_own(server, tenant_keys, serve_home) -> None:
     request = {"prompt": "Shared  Prompt for two tenants", "duration_s": 0.5, "seed": 21}
     with _as(server, tenant_keys.acme) as acme, _as(server, tenant_keys.globex) as globex, \
@@ -120,6 +122,7 @@ def test_a_cache_hit_never_crosses_tenants_and_tags_are_the_requests_own(server,
         assert job["result"]["assets"][0]["cache_hit"] and job["result"]["assets"][0]["tags"] == ["job-tag"]
 
 
+@pytest.mark.slow  # musicops serve processes
 def test_signed_urls_are_bound_to_the_assets_tenant(server, tenant_keys, serve_home) -> None:
     from musicops.serving.signing import UrlSigner
 
@@ -139,6 +142,7 @@ def test_signed_urls_are_bound_to_the_assets_tenant(server, tenant_keys, serve_h
         assert httpx.get(f"{server.url}/v1/assets/{mine_id}?{signed}").status_code == status, tenant
 
 
+@pytest.mark.slow  # musicops serve processes
 def test_invisible_prompts_and_too_short_clips_are_refused_by_the_api(server, tenant_keys) -> None:
     with _as(server, tenant_keys.acme) as acme:
         for prompt in ("\u200b", "\u200b\u200d\u2060", "\ufeff \u200b"):

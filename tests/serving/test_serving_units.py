@@ -220,6 +220,7 @@ def test_shared_rate_limit_grants_exactly_the_burst_under_contention(database_ur
         store.close()
 
 
+@pytest.mark.slow  # PostgreSQL
 def test_key_store_picks_the_limiter_for_its_database(tmp_path, postgres) -> None:
     from musicops.serving.keys import SharedRateLimiter
 

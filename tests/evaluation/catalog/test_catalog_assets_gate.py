@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from typer.testing import CliRunner
 
 from musicops.audio.io import read_audio
@@ -29,6 +30,7 @@ def _store_asset(db: ProvenanceDB, store, samples: np.ndarray, rate: int, prompt
     return record.asset_id
 
 
+@pytest.mark.slow  # FluidSynth renders (unrelated_music)
 def test_excerpt_is_blocked_and_recorded_unrelated_passes(tmp_path, unrelated_music) -> None:
     from musicops.evaluation.catalog.assets_gate import gate_assets
     from musicops.evaluation.catalog.store import add_works

@@ -69,6 +69,7 @@ def test_built_with_embeddings_and_fingerprints(catalog, embedder) -> None:
     assert set(catalog.window_work_ids.tolist()) == set(range(8))
 
 
+@pytest.mark.slow  # FluidSynth renders (unrelated_music)
 def test_exact_excerpt_is_blocked_and_unrelated_audio_passes(catalog, unrelated) -> None:
     work = catalog.works[3]
     audio = read_audio(work.path)

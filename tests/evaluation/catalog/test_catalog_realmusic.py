@@ -30,6 +30,7 @@ def catalog(realset):
     return add_works(realset.catalog_dir, "real", get_settings(), embedder=None)
 
 
+@pytest.mark.slow  # FluidSynth renders (realset)
 def test_every_copy_is_found_with_its_work_and_offset(catalog, realset) -> None:
     """Uncalibrated defaults: literal, tempo- and pitch-changed copies blocked, attributed, located."""
     for q in realset.queries:
@@ -45,6 +46,7 @@ def test_every_copy_is_found_with_its_work_and_offset(catalog, realset) -> None:
             assert best.channel == "alignment" and best.semitones == int(q.param), (q, best)
 
 
+@pytest.mark.slow  # FluidSynth renders (realset)
 def test_calibration_states_a_bounded_fpr_from_catalog_negatives(catalog, realset) -> None:
     report = calibrate(catalog, get_settings(), target_fpr=0.05, n_per_transform=6, n_negatives=120)
     assert report.negative_sources == {"catalog leave-one-work-out": 120}
@@ -84,6 +86,7 @@ def test_calibration_states_a_bounded_fpr_from_catalog_negatives(catalog, realse
         calibrate(catalog, get_settings(), target_fpr=0.05, n_negatives=90, negatives_dir=synthetic, save=False)
 
 
+@pytest.mark.slow  # FluidSynth renders (realset)
 def test_random_init_embedder_is_left_out_for_not_separating(realset) -> None:
     catalog = add_works(realset.catalog_dir, "real-clap", get_settings(), embedder="clap-tiny")
     report = calibrate(catalog, get_settings(), target_fpr=0.05, n_per_transform=4, n_negatives=90)
@@ -99,6 +102,7 @@ def test_random_init_embedder_is_left_out_for_not_separating(realset) -> None:
     assert verdict.blocked and verdict.top[0].embedding_score is None and loaded._embedder is None
 
 
+@pytest.mark.slow  # ~15 s calibration
 def test_synthetic_catalog_is_flagged(tmp_path) -> None:
     from musicops.datasets.synth import synthesize
 
@@ -112,6 +116,7 @@ def test_roc_auc_counts_ties_half() -> None:
     assert roc_auc([2.0, 3.0], [1.0, 2.0]) == pytest.approx(0.875)
 
 
+@pytest.mark.slow  # FluidSynth renders (realset)
 def test_search_json_answers_every_file_and_exits_by_verdict(catalog, realset, tmp_path) -> None:
     copy = next(q for q in realset.queries if q.kind == "copy" and q.transform == "pitch")
     negative = next(q for q in realset.queries if q.kind == "negative" and q.transform == "none")

@@ -13,18 +13,12 @@ loopback port, real SQLite through MosService, forms scraped from the HTML like 
 
 from __future__ import annotations
 
-import contextlib
 import http.client
-import os
 import random
 import re
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import urlencode
@@ -32,6 +26,7 @@ from urllib.parse import urlencode
 import httpx
 import numpy as np
 import pytest
+from helpers.servers import ServerProcess, mos_serve
 from sqlalchemy import func, select
 
 from musicops.audio.postprocess import encode
@@ -46,10 +41,7 @@ SR = 32000
 XSS_PROMPT = "<script>alert(1)</script> & \"quotes\" 'single'"
 XSS_NAME = "<b>Campaign</b> & <img src=x onerror=alert(2)>"
 XSS_INSTRUCTIONS = "<iframe src=//evil></iframe> Listen carefully."
-# Launch the CLI's serve function: the same log redaction and defaults a user gets.
-_SERVER = "import sys; from musicops.cli.mos import serve; serve(host='127.0.0.1', port=int(sys.argv[1]))"
-_CLEAN_ENV = ("MUSICOPS_MOS_SECRET", "MUSICOPS_MOS_DATABASE_URL", "MUSICOPS_ASSET_STORE", "MUSICOPS_MOS_ADMIN_TOKEN",
-              "MUSICOPS_DATABASE_URL")
+pytestmark = pytest.mark.slow  # a uvicorn server process per module (and a 50-rater load test)
 
 
 # ---------------------------------------------------------------------------------------- helpers
@@ -94,56 +86,6 @@ def make_clips(settings, n: int, seconds: float, seed: int = 0) -> list[str]:
     return shas
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@dataclass
-class Server:
-    url: str
-    home: Path
-    log_path: Path
-    proc: subprocess.Popen
-
-    def log_text(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-
-@contextlib.contextmanager
-def run_server(home: Path, extra_env: dict[str, str] | None = None) -> Iterator[Server]:
-    env = {k: v for k, v in os.environ.items() if k not in _CLEAN_ENV}
-    env.update({"MUSICOPS_HOME": str(home), "PYTHONUNBUFFERED": "1", **(extra_env or {})})
-    log_path = home / f"server-{time.monotonic_ns()}.log"
-    for _attempt in range(3):
-        port = free_port()
-        with log_path.open("wb") as log:
-            proc = subprocess.Popen([sys.executable, "-c", _SERVER, str(port)], cwd=home, env=env,
-                                    stdout=log, stderr=subprocess.STDOUT)
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
-        if proc.poll() is None:
-            break
-    else:
-        raise RuntimeError(f"MOS server did not start:\n{log_path.read_text()}")
-    try:
-        yield Server(url, home, log_path, proc)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
 def count_ratings(service: MosService, campaign_id: str | None = None) -> int:
     query = select(func.count()).select_from(RatingRow)
     if campaign_id is not None:
@@ -172,8 +114,8 @@ def shas(home: Path) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def server(home: Path, service: MosService, shas: list[str]) -> Iterator[Server]:
-    with run_server(home) as srv:
+def server(home: Path, service: MosService, shas: list[str]) -> Iterator[ServerProcess]:
+    with mos_serve(home) as srv:
         yield srv
 
 
@@ -229,7 +171,7 @@ class RaterConnection:
 
 
 def test_50_concurrent_raters_store_exactly_5000_ratings_and_reposts_store_nothing(
-        server: Server, service: MosService, shas: list[str]) -> None:
+        server: ServerProcess, service: MosService, shas: list[str]) -> None:
     assets = [CampaignAsset(f"load-{i:03d}", shas[i], f"models:/m/{1 + i % 2}", prompt=f"clip {i}")
               for i in range(N_CLIPS)]
     cid = service.create_campaign("load", assets, clips_per_rater=N_CLIPS, quorum=N_RATERS, n_traps=0)
@@ -297,7 +239,7 @@ def test_50_concurrent_raters_store_exactly_5000_ratings_and_reposts_store_nothi
     assert len({f["submission_id"] for rater_forms in forms for f in rater_forms}) == N_RATERS * N_CLIPS
 
 
-def test_unknown_or_missing_token_is_404_and_stores_nothing(server: Server, service: MosService, small) -> None:
+def test_unknown_or_missing_token_is_404_and_stores_nothing(server: ServerProcess, service: MosService, small) -> None:
     cid, a, _b, _ = small
     before = count_ratings(service)
     with httpx.Client(base_url=server.url) as client:
@@ -314,7 +256,7 @@ def test_unknown_or_missing_token_is_404_and_stores_nothing(server: Server, serv
     assert count_ratings(service) == before
 
 
-def test_refusals_store_nothing(server: Server, service: MosService, small) -> None:
+def test_refusals_store_nothing(server: ServerProcess, service: MosService, small) -> None:
     cid, a, b, _ = small
     with httpx.Client(base_url=server.url) as client:
         # Consent needs the CSRF token too.
@@ -389,7 +331,7 @@ def test_refusals_store_nothing(server: Server, service: MosService, small) -> N
     assert count_ratings(service, cid) == 1
 
 
-def test_pages_escape_untrusted_text_and_stay_blind(server: Server, service: MosService, small) -> None:
+def test_pages_escape_untrusted_text_and_stay_blind(server: ServerProcess, service: MosService, small) -> None:
     cid, a, _b, assets = small
     with httpx.Client(base_url=server.url) as client:
         landing = client.get(f"/r/{a.token}")
@@ -409,7 +351,7 @@ def test_pages_escape_untrusted_text_and_stay_blind(server: Server, service: Mos
     assert f'src="/r/{a.token}/audio/{item_id}"' in page.text
 
 
-def test_audio_security_headers_and_health(server: Server, service: MosService, small) -> None:
+def test_audio_security_headers_and_health(server: ServerProcess, service: MosService, small) -> None:
     cid, a, _b, assets = small
     with httpx.Client(base_url=server.url) as client:
         assert client.get("/healthz").json() == {"status": "ok"}
@@ -436,7 +378,7 @@ def test_audio_security_headers_and_health(server: Server, service: MosService, 
     assert re.search(r"Clip 1 of 4", page.text)
 
 
-def test_results_page_from_loopback(server: Server, service: MosService, small) -> None:
+def test_results_page_from_loopback(server: ServerProcess, service: MosService, small) -> None:
     cid, a, b, _ = small
     for rater in (a, b):
         for i, item in enumerate(service.assignment(rater.rater_id)):
@@ -458,7 +400,7 @@ def test_results_need_admin_token_when_configured(tmp_path: Path, service: MosSe
     sha = make_clips(get_settings(home), 1, seconds=0.1)[0]
     cid = svc.create_campaign("admin", [CampaignAsset("x", sha, "models:/m/1")], quorum=1, n_traps=0)
     svc.close()
-    with run_server(home, {"MUSICOPS_MOS_ADMIN_TOKEN": "s3cret-admin-token"}) as srv, \
+    with mos_serve(home, {"MUSICOPS_MOS_ADMIN_TOKEN": "s3cret-admin-token"}) as srv, \
             httpx.Client(base_url=srv.url) as client:
         assert client.get(f"/campaigns/{cid}/results").status_code == 403
         assert client.get(f"/campaigns/{cid}/results", params={"admin": "wrong"}).status_code == 403
@@ -467,16 +409,16 @@ def test_results_need_admin_token_when_configured(tmp_path: Path, service: MosSe
         assert client.get(f"/campaigns/{cid}/results",
                           headers={"Authorization": "Bearer s3cret-admin-token"}).status_code == 200
         time.sleep(0.2)
-        log = srv.log_text()
+        log = srv.log()
     assert "s3cret-admin-token" not in log and "admin=<redacted>" in log
 
 
-def test_tokens_never_reach_the_server_log(server: Server, service: MosService, small) -> None:
+def test_tokens_never_reach_the_server_log(server: ServerProcess, service: MosService, small) -> None:
     cid, a, _b, _ = small
     with httpx.Client(base_url=server.url) as client:
         consent(client, a.token)
     time.sleep(0.2)  # let the access log flush
-    log = server.log_text()
+    log = server.log()
     assert "/r/<token>/rate" in log  # the access log is on, with the token scrubbed
     assert a.token not in log
     for inv in service.list_raters(cid):
@@ -485,7 +427,7 @@ def test_tokens_never_reach_the_server_log(server: Server, service: MosService, 
     assert secret.stat().st_mode & 0o777 == 0o600
 
 
-def test_mushra_page_has_a_0_100_input_and_the_open_reference(server: Server, service: MosService,
+def test_mushra_page_has_a_0_100_input_and_the_open_reference(server: ServerProcess, service: MosService,
                                                                 shas: list[str]) -> None:
     assets = [CampaignAsset("m-test", shas[10], "models:/m/1", prompt="jazz"),
               CampaignAsset("m-ref", shas[11], role="reference", prompt="jazz")]

@@ -9,19 +9,14 @@ installs Debian's chromium).
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
-import socket
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
+from helpers.servers import mos_serve
 
 from musicops.audio.postprocess import encode
 from musicops.config import get_settings
@@ -33,9 +28,6 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
                  "--autoplay-policy=no-user-gesture-required"]
 SR = 32000
-_SERVER = "import sys; from musicops.cli.mos import serve; serve(host='127.0.0.1', port=int(sys.argv[1]))"
-_CLEAN_ENV = ("MUSICOPS_MOS_SECRET", "MUSICOPS_MOS_DATABASE_URL", "MUSICOPS_ASSET_STORE", "MUSICOPS_MOS_ADMIN_TOKEN",
-              "MUSICOPS_DATABASE_URL")
 
 if not CHROMIUM.exists() and not os.environ.get("CI"):
     pytest.skip("Debian's chromium is not installed at /usr/bin/chromium (make test installs it; "
@@ -43,36 +35,7 @@ if not CHROMIUM.exists() and not os.environ.get("CI"):
 
 from playwright.sync_api import expect, sync_playwright  # noqa: E402  (after the skip: absent where chromium is)
 
-
-@contextlib.contextmanager
-def run_server(home: Path) -> Iterator[str]:
-    env = {k: v for k, v in os.environ.items() if k not in _CLEAN_ENV}
-    env.update({"MUSICOPS_HOME": str(home), "PYTHONUNBUFFERED": "1"})
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    log = (home / "server.log").open("wb")
-    proc = subprocess.Popen([sys.executable, "-c", _SERVER, str(port)], cwd=home, env=env, stdout=log,
-                            stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, (home / "server.log").read_text()
-            assert time.monotonic() < deadline, "MOS server did not start"
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            time.sleep(0.1)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+pytestmark = pytest.mark.slow  # Chromium through Playwright and a MOS server process
 
 
 def test_rater_in_chromium_rates_resumes_and_results_show_mos(tmp_path: Path) -> None:
@@ -104,7 +67,8 @@ def test_rater_in_chromium_rates_resumes_and_results_show_mos(tmp_path: Path) ->
 
     problems: list[str] = []
     started = time.perf_counter()
-    with run_server(home) as url, sync_playwright() as pw:
+    with mos_serve(home) as server, sync_playwright() as pw:
+        url = server.url
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
 
         def new_page():

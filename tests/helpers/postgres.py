@@ -20,16 +20,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from helpers.net import free_port
+
 
 def find_bin(name: str) -> str | None:
     found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
     return found[-1] if found else shutil.which(name)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _as_owner(command: list[str]) -> list[str]:
@@ -68,7 +64,7 @@ def postgres_server() -> Iterator[PostgresServer | None]:
         shutil.chown(data, "postgres")
     subprocess.run(_as_owner([initdb, "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8",
                               "--no-sync"]), check=True, capture_output=True, text=True, cwd=root)
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen(
         _as_owner([postgres, "-D", str(data), "-p", str(port), "-h", "127.0.0.1", "-k", str(data),
                    "-c", "fsync=off", "-c", "max_connections=200"]),
