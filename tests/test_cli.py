@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 HEAVY = ("torch", "transformers", "mlflow", "kfp", "great_expectations", "wandb", "pandas", "faiss")
 
 
@@ -43,6 +45,7 @@ def test_version_flag() -> None:
     assert result.exit_code == 0 and __version__ in result.output
 
 
+@pytest.mark.slow  # a CLI subprocess ingesting, ~8 s
 def test_ingest_command_rejects_the_three_bad_files(tmp_path) -> None:
     """The acceptance case, through the real console entry point: non-zero, each file named, no manifest."""
     import numpy as np

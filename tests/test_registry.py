@@ -16,6 +16,8 @@ from musicops.registry import ModelNotFoundError, configure_mlflow
 from musicops.training.finetune import FineTuneConfig
 from musicops.training.run import fine_tune, register_model
 
+pytestmark = pytest.mark.slow  # the module fixture fine-tunes and registers (~10 s); every test uses it
+
 
 @pytest.fixture(scope="module")
 def registered(synth_dir, tmp_path_factory):

@@ -103,6 +103,7 @@ def test_noisy_candidate_is_flagged(models, tmp_path) -> None:
     assert "noise" in _junit_failures(tmp_path / "junit.xml")
 
 
+@pytest.mark.slow  # ~7 s of CLI evaluations
 def test_cli_exit_codes(models, tmp_path) -> None:
     runner = CliRunner()
     ok = runner.invoke(app, ["eval", "regression", "--candidate", str(models["healthy"]),
@@ -131,6 +132,7 @@ def test_comparing_results_of_different_provenance_is_refused(models, tmp_path) 
     assert refused.exit_code == 2 and "refused" in refused.output and "embedder" in refused.output
 
 
+@pytest.mark.slow  # runs a kfp.local pipeline
 def test_evaluate_pipeline_runs_under_kfp_local(models) -> None:
     from musicops.config import get_settings
     from musicops.pipelines.local import run_local

@@ -268,6 +268,7 @@ def _fake_export(directory: Path) -> Path:
     return directory
 
 
+@pytest.mark.slow  # ~7-10 s each
 @pytest.mark.parametrize("broken", [LM_FILE, CODEC_FILE])
 def test_missing_file_is_named_and_nothing_registered(tmp_path: Path, broken: str, state_home: Path) -> None:
     from musicops.training.run import import_audiocraft_checkpoint
@@ -285,6 +286,7 @@ def test_missing_file_is_named_and_nothing_registered(tmp_path: Path, broken: st
     assert not (state_home / "imports").exists() or not any((state_home / "imports").iterdir())
 
 
+@pytest.mark.slow  # ~7-10 s each
 @pytest.mark.parametrize("content", [b"", b"PK\x03\x04 not really a zip", os.urandom(4096)])
 def test_corrupt_file_is_named_and_nothing_registered(tmp_path: Path, content: bytes) -> None:
     from musicops.training.run import import_audiocraft_checkpoint
@@ -296,6 +298,7 @@ def test_corrupt_file_is_named_and_nothing_registered(tmp_path: Path, content: b
     assert registered_models() == []
 
 
+@pytest.mark.slow  # ~7-10 s each
 def test_cli_names_the_file_and_exits_2(tmp_path: Path) -> None:
     export = tmp_path / "export"
     export.mkdir()

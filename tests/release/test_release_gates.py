@@ -17,6 +17,8 @@ from musicops.models.musicgen import TransformersMusicGen
 from musicops.registry import configure_mlflow
 from musicops.release.promotion import current_alias
 
+pytestmark = pytest.mark.slow  # a fine-tune, gate subprocesses and a kfp.local release pipeline
+
 
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory):

@@ -24,6 +24,8 @@ from musicops.evaluation.regression import BUILTIN_FLOORS, DEFAULT_SUITE
 from musicops.models.musicgen import TransformersMusicGen
 from musicops.registry import configure_mlflow
 
+pytestmark = pytest.mark.slow  # each check runs the musicops CLI gate as a subprocess (~5-40 s)
+
 NAME = "m"
 
 

@@ -27,6 +27,7 @@ def local_kfp(tmp_path: Path):
         yield
 
 
+@pytest.mark.slow  # the kfp component with MLflow logging, ~10 s
 def test_component_fails_with_the_quorum_message_when_nobody_rates(local_kfp, state_home: Path,
                                                                    capsys) -> None:
     from musicops.components.mos import mos_campaign
@@ -40,6 +41,7 @@ def test_component_fails_with_the_quorum_message_when_nobody_rates(local_kfp, st
     assert "http://127.0.0.1:8765/r/" in out  # the invitation links were announced
 
 
+@pytest.mark.slow  # the kfp component with MLflow logging, ~10 s
 def test_component_returns_the_campaign_and_logs_mos_metrics(local_kfp, state_home: Path) -> None:
     from musicops.components.mos import mos_campaign
     from musicops.evaluation.mos.service import MosService
