@@ -25,6 +25,8 @@ from musicops.registry import ModelNotFoundError
 from musicops.store.assets import TEMP_PREFIX, open_asset_store
 from musicops.store.provenance import ProvenanceDB
 
+pytestmark = pytest.mark.slow  # generates with a registered model (module fixture ~10 s), kills a batch subprocess
+
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 REQUIRED_FIELDS = ("asset_id", "sha256", "prompt", "normalized_prompt", "seed", "params", "model_name",
                    "model_version", "model_run_id", "model_uri", "user", "code_version", "postprocess",

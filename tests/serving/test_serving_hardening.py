@@ -400,6 +400,7 @@ def _serve(home: Path, store: Path) -> subprocess.CompletedProcess:
                           env=env, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow  # starts musicops serve processes (they fail to start)
 def test_a_store_path_that_cannot_hold_files_fails_the_start_in_one_line(tmp_path) -> None:
     blocker = tmp_path / "store-is-a-file"
     blocker.write_text("x")

@@ -528,6 +528,7 @@ def test_export_round_trip(service: MosService, tmp_path: Path, suffix: str) -> 
         service.export(cid, tmp_path / "ratings.xlsx")
 
 
+@pytest.mark.slow  # registers models in MLflow, ~10 s
 def test_log_to_mlflow_tags_the_registered_versions(service: MosService, tmp_path: Path) -> None:
     from mlflow import MlflowClient
 
