@@ -37,10 +37,10 @@ def _stored(home: Path) -> tuple[int, int]:
 
 @pytest.mark.slow  # the musicops serve process
 def test_health_ready_openapi(server, client) -> None:
-    assert httpx.get(f"{server.url}/healthz").json() == {"status": "ok", "model": None}
-    ready = httpx.get(f"{server.url}/readyz").json()
+    assert httpx.get(f"{server.url}/healthz", timeout=60).json() == {"status": "ok", "model": None}
+    ready = httpx.get(f"{server.url}/readyz", timeout=60).json()
     assert ready == {"status": "ready", "model": "models:/tiny/1"}
-    spec = httpx.get(f"{server.url}/openapi.json").json()
+    spec = httpx.get(f"{server.url}/openapi.json", timeout=60).json()
     for path in ("/v1/generate", "/v1/generate/stream", "/v1/jobs", "/v1/jobs/{job_id}", "/v1/assets/{asset_id}",
                  "/v1/audit/{asset_id}", "/v1/models", "/healthz", "/readyz", "/metrics"):
         assert path in spec["paths"], path
@@ -59,12 +59,12 @@ def test_sync_generate_is_the_batch_pipeline(server, client, serve_home, tmp_pat
     assert data["model"] == {"name": "tiny", "version": "1", "uri": "models:/tiny/1"}
     (asset,) = data["assets"]
     assert asset["passed"] and not asset["cache_hit"] and asset["seed"] == 11
-    audio = httpx.get(asset["audio_url"])
+    audio = httpx.get(asset["audio_url"], timeout=60)
     assert audio.status_code == 200 and audio.headers["content-type"] == "audio/wav"
     assert hashlib.sha256(audio.content).hexdigest() == asset["sha256"]
     samples, rate = sf.read(io.BytesIO(audio.content))
     assert rate == 32000 and len(samples) == 16000 and np.isfinite(samples).all()
-    flac = httpx.get(asset["urls"]["flac"])
+    flac = httpx.get(asset["urls"]["flac"], timeout=60)
     assert flac.status_code == 200 and flac.headers["content-type"] == "audio/flac"
 
     # Same request (differently spelt prompt): a cache hit, same asset, nothing new stored.
@@ -90,7 +90,7 @@ def test_sync_generate_is_the_batch_pipeline(server, client, serve_home, tmp_pat
 @pytest.mark.slow  # the musicops serve process
 def test_variations_and_dynamic_batching(server, client) -> None:
     def metric(name: str) -> float:
-        text = httpx.get(f"{server.url}/metrics").text
+        text = httpx.get(f"{server.url}/metrics", timeout=60).text
         return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + " "))
 
     calls_before = metric("musicops_batch_size_count")
@@ -153,7 +153,7 @@ def test_async_job_with_webhook(server, client, keys) -> None:
         assert payload["job_id"] == job["job_id"] and payload["state"] == "succeeded"
         assert headers["X-Musicops-Signature"].startswith("sha256=")
         # Another key cannot see the job; hosts outside the allow-list are refused.
-        other = httpx.get(f"{server.url}/v1/jobs/{job['job_id']}", headers={"X-API-Key": keys.other})
+        other = httpx.get(f"{server.url}/v1/jobs/{job['job_id']}", headers={"X-API-Key": keys.other}, timeout=60)
         assert other.status_code == 404
         refused = client.post("/v1/jobs", json={"prompt": "x", "duration_s": 0.5,
                                                 "webhook_url": "http://example.com/hook"})
@@ -198,16 +198,16 @@ def test_audit(server, client, serve_home) -> None:
     assert record["prompt"] == "audited cello" and record["model_version"] == "1" and record["user"] == "key:main"
     assert record["sha256"] == asset["sha256"] and record["code_version"] and record["checks"]
     assert [g["gate"] for g in body["gates"]] == ["copyright"] and body["gates"][0]["passed"]
-    assert httpx.get(body["urls"]["wav"]).status_code == 200
+    assert httpx.get(body["urls"]["wav"], timeout=60).status_code == 200
     assert client.get("/v1/audit/a_000000000000000000000000").status_code == 404
-    assert httpx.get(f"{server.url}/v1/audit/{asset['asset_id']}").status_code == 401
+    assert httpx.get(f"{server.url}/v1/audit/{asset['asset_id']}", timeout=60).status_code == 401
 
 
 @pytest.mark.slow  # the musicops serve process
 def test_metrics(server, client) -> None:
     client.post("/v1/generate", json={"prompt": "metered", "duration_s": 0.5})
     client.post("/v1/generate", json={"prompt": "metered", "duration_s": 0.5})
-    text = httpx.get(f"{server.url}/metrics").text
+    text = httpx.get(f"{server.url}/metrics", timeout=60).text
     assert 'musicops_http_request_duration_seconds_bucket{le="0.005",method="POST",route="/v1/generate",status="200"}' in text
     for name in ("musicops_queue_depth{queue=\"model\"}", "musicops_queue_depth{queue=\"jobs\"}",
                  "musicops_cache_hit_ratio", "musicops_cache_lookups_total{result=\"hit\"}",
@@ -225,9 +225,9 @@ def test_refusals_generate_and_store_nothing(server, client, keys, serve_home) -
     generate = f"{server.url}/v1/generate"
     body = {"prompt": "refused request", "duration_s": 0.5}
 
-    missing = httpx.post(generate, json=body)
+    missing = httpx.post(generate, json=body, timeout=60)
     assert missing.status_code == 401 and missing.json()["error"]["code"] == "missing_api_key"
-    wrong = httpx.post(generate, json=body, headers={"Authorization": f"Bearer {keys.main[:-4]}AAAA"})
+    wrong = httpx.post(generate, json=body, headers={"Authorization": f"Bearer {keys.main[:-4]}AAAA"}, timeout=60)
     assert wrong.status_code == 401 and wrong.json()["error"]["code"] == "invalid_api_key"
 
     long_prompt = client.post("/v1/generate", json={"prompt": "p" * 1001, "duration_s": 0.5})
@@ -241,28 +241,28 @@ def test_refusals_generate_and_store_nothing(server, client, keys, serve_home) -
     assert unknown.status_code == 422 and "mood" in unknown.json()["error"]["message"]
 
     quota = {"Authorization": f"Bearer {keys.tiny_quota}"}
-    over = httpx.post(generate, json={"prompt": "quota", "duration_s": 1.0}, headers=quota)
+    over = httpx.post(generate, json={"prompt": "quota", "duration_s": 1.0}, headers=quota, timeout=60)
     assert over.status_code == 429 and over.json()["error"]["code"] == "quota_exceeded"
     assert int(over.headers["Retry-After"]) > 0
 
     slow = {"Authorization": f"Bearer {keys.slow}"}
-    codes = [httpx.get(f"{server.url}/v1/models", headers=slow).status_code for _ in range(3)]
+    codes = [httpx.get(f"{server.url}/v1/models", headers=slow, timeout=60).status_code for _ in range(3)]
     assert codes[:2] == [200, 200] and codes[2] == 429
-    limited = httpx.get(f"{server.url}/v1/models", headers=slow)
+    limited = httpx.get(f"{server.url}/v1/models", headers=slow, timeout=60)
     assert limited.status_code == 429 and int(limited.headers["Retry-After"]) >= 1
 
     url = ok["audio_url"]
     tampered = url.replace("fmt=wav", "fmt=flac")
-    assert httpx.get(tampered).status_code == 403
+    assert httpx.get(tampered, timeout=60).status_code == 403
     sig_end = url[:-3] + ("AAA" if not url.endswith("AAA") else "BBB")
-    assert httpx.get(sig_end).status_code == 403
-    assert httpx.get(url.split("?")[0]).status_code == 403
+    assert httpx.get(sig_end, timeout=60).status_code == 403
+    assert httpx.get(url.split("?")[0], timeout=60).status_code == 403
     signer = UrlSigner((serve_home / "serve" / "secret").read_bytes().strip(), ttl_s=60)
     query, _ = signer.sign(ok["asset_id"], "wav", now=time.time() - 3600)
-    expired = httpx.get(f"{server.url}/v1/assets/{ok['asset_id']}?{query}")
+    expired = httpx.get(f"{server.url}/v1/assets/{ok['asset_id']}?{query}", timeout=60)
     assert expired.status_code == 403 and "expired" in expired.json()["error"]["message"]
     other_asset = url.replace(ok["asset_id"], "a_" + "0" * 24)
-    assert httpx.get(other_asset).status_code == 403
+    assert httpx.get(other_asset, timeout=60).status_code == 403
 
     assert _stored(serve_home) == before, "refused requests must not generate or store anything"
 
@@ -273,9 +273,9 @@ def test_request_ids_and_no_secrets_in_logs(server, client, keys, serve_home) ->
                            headers={"X-Request-ID": "trace-abc-123"})
     assert response.headers["x-request-id"] == "trace-abc-123"
     assert response.json()["request_id"] == "trace-abc-123"
-    assert len(httpx.get(f"{server.url}/healthz").headers["x-request-id"]) == 32
+    assert len(httpx.get(f"{server.url}/healthz", timeout=60).headers["x-request-id"]) == 32
     url = response.json()["assets"][0]["audio_url"]
-    httpx.get(url)
+    httpx.get(url, timeout=60)
     time.sleep(0.2)
     log = server.log()
     assert "trace-abc-123" in log and "POST /v1/generate 200" in log

@@ -36,7 +36,7 @@ def test_sigkill_with_20_jobs_then_restart_completes_each_exactly_once(serve_hom
     try:
         for i in range(20):
             r = httpx.post(f"{server.url}/v1/jobs", headers=headers,
-                           json={"prompt": f"durable job {i}", "duration_s": 1.5, "seed": i})
+                           json={"prompt": f"durable job {i}", "duration_s": 1.5, "seed": i}, timeout=60)
             assert r.status_code == 202, r.text
             job_ids.append(r.json()["job_id"])
         deadline = time.monotonic() + 60
@@ -52,7 +52,7 @@ def test_sigkill_with_20_jobs_then_restart_completes_each_exactly_once(serve_hom
         deadline = time.monotonic() + 90
         while _states(home).get("succeeded", 0) < 20 and time.monotonic() < deadline:
             time.sleep(0.1)
-        jobs = [httpx.get(f"{server.url}/v1/jobs/{j}", headers=headers).json() for j in job_ids]
+        jobs = [httpx.get(f"{server.url}/v1/jobs/{j}", headers=headers, timeout=60).json() for j in job_ids]
     finally:
         server.stop()
     assert _states(home) == {"succeeded": 20}

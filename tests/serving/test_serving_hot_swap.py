@@ -63,7 +63,7 @@ def test_alias_move_under_load_fails_nothing(serve_home, keys, server_process) -
         stop.set()
         for t in threads:
             t.join(timeout=120)
-        models = httpx.get(f"{server.url}/v1/models", headers=headers).json()
+        models = httpx.get(f"{server.url}/v1/models", headers=headers, timeout=60).json()
         server.stop()
         MlflowClient().set_registered_model_alias("tiny", "champion", "1")
     failed = [r for r in results if r[0] != 200]

@@ -52,12 +52,12 @@ def test_replicas_share_the_queue_and_survive_one_being_killed(serve_home, serve
     first_id, second_id = (f"{_hostname()}:{proc.port}" for proc in (first, second))
     try:
         # one key's rate (2 a minute) holds across the replicas: the third request is refused
-        codes = [httpx.get(f"{proc.url}/v1/jobs/j_{'0' * 32}", headers=slow).status_code for proc in (first, second, first)]
+        codes = [httpx.get(f"{proc.url}/v1/jobs/j_{'0' * 32}", headers=slow, timeout=60).status_code for proc in (first, second, first)]
         assert codes == [404, 404, 429], codes
         job_ids = []
         for i in range(N_JOBS):  # every job goes in through the first replica; both run them
             r = httpx.post(f"{first.url}/v1/jobs", headers=headers,
-                           json={"prompt": f"replica job {i}", "duration_s": 1.0, "seed": i})
+                           json={"prompt": f"replica job {i}", "duration_s": 1.0, "seed": i}, timeout=60)
             assert r.status_code == 202, r.text
             job_ids.append(r.json()["job_id"])
         deadline = time.monotonic() + 60
@@ -74,7 +74,7 @@ def test_replicas_share_the_queue_and_survive_one_being_killed(serve_home, serve
         deadline = time.monotonic() + 120
         while _succeeded(serving_url) < N_JOBS and time.monotonic() < deadline:
             time.sleep(0.2)
-        jobs = [httpx.get(f"{second.url}/v1/jobs/{j}", headers=headers).json() for j in job_ids]
+        jobs = [httpx.get(f"{second.url}/v1/jobs/{j}", headers=headers, timeout=60).json() for j in job_ids]
     finally:
         first.kill()
         second.stop()

@@ -88,12 +88,12 @@ def test_another_tenants_asset_audit_and_job_are_404_and_an_admin_sees_all(serve
             assert record.json()["asset"]["user"] == "key:acme-1"
             assert insider.get(f"/v1/jobs/{job['job_id']}").json()["state"] == "succeeded"
             by_key = insider.get(f"/v1/assets/{asset_id}")
-            assert by_key.status_code == 200 and by_key.content == httpx.get(asset["audio_url"]).content
+            assert by_key.status_code == 200 and by_key.content == httpx.get(asset["audio_url"], timeout=60).content
             # Fresh signed URLs from the audit record work without a key.
-            assert httpx.get(record.json()["urls"]["flac"]).status_code == 200
+            assert httpx.get(record.json()["urls"]["flac"], timeout=60).status_code == 200
         assert admin.get(f"/v1/audit/{never}").status_code == 404
         # A bad key is still refused as such, not served as "no such asset".
-        assert httpx.get(f"{server.url}/v1/assets/{asset_id}", headers={"X-API-Key": "mko_nope"}).status_code == 401
+        assert httpx.get(f"{server.url}/v1/assets/{asset_id}", headers={"X-API-Key": "mko_nope"}, timeout=60).status_code == 401
 
 
 @pytest.mark.slow  # musicops serve processes
@@ -111,8 +111,8 @@ def test_a_cache_hit_never_crosses_tenants_and_tags_are_the_requests_own(server,
         assert record["tenant"] == "globex" and record["user"] == "key:globex-1"
         assert record["prompt"] == "shared prompt for two tenants"
         # The same model input gives the same audio either way: a per-tenant cache changes no sound.
-        assert np.array_equal(_samples(httpx.get(first["audio_url"]).content),
-                              _samples(httpx.get(theirs["audio_url"]).content))
+        assert np.array_equal(_samples(httpx.get(first["audio_url"], timeout=60).content),
+                              _samples(httpx.get(theirs["audio_url"], timeout=60).content))
         # Each tenant's own history: hits, with this request's tags (tags are not in the key).
         again = globex.post("/v1/generate", json={**request, "tags": ["later"]}).json()["assets"][0]
         assert again["cache_hit"] and again["asset_id"] == theirs["asset_id"] and again["tags"] == ["later"]
@@ -130,16 +130,16 @@ def test_signed_urls_are_bound_to_the_assets_tenant(server, tenant_keys, serve_h
         mine = acme.post("/v1/generate", json={"prompt": "bound url", "duration_s": 0.5, "seed": 2}).json()
         theirs = globex.post("/v1/generate", json={"prompt": "bound url 2", "duration_s": 0.5, "seed": 2}).json()
     mine_id, their_url = mine["assets"][0]["asset_id"], theirs["assets"][0]["audio_url"]
-    assert httpx.get(mine["assets"][0]["audio_url"]).status_code == 200
+    assert httpx.get(mine["assets"][0]["audio_url"], timeout=60).status_code == 200
     # globex's own valid signature, moved onto acme's asset: refused.
     query = their_url.split("?", 1)[1]
-    moved = httpx.get(f"{server.url}/v1/assets/{mine_id}?{query}")
+    moved = httpx.get(f"{server.url}/v1/assets/{mine_id}?{query}", timeout=60)
     assert moved.status_code == 403 and moved.json()["error"]["code"] == "bad_signature"
     # With the server's secret: a URL minted for (globex, acme's asset) fails, (acme, acme's asset) works.
     signer = UrlSigner((serve_home / "serve" / "secret").read_bytes().strip(), ttl_s=60)
     for tenant, status in (("globex", 403), (None, 403), ("acme", 200)):
         signed, _ = signer.sign(mine_id, "wav", tenant=tenant)
-        assert httpx.get(f"{server.url}/v1/assets/{mine_id}?{signed}").status_code == status, tenant
+        assert httpx.get(f"{server.url}/v1/assets/{mine_id}?{signed}", timeout=60).status_code == status, tenant
 
 
 @pytest.mark.slow  # musicops serve processes
@@ -150,7 +150,7 @@ def test_invisible_prompts_and_too_short_clips_are_refused_by_the_api(server, te
             assert refused.status_code == 422 and "no visible characters" in refused.json()["error"]["message"]
         short = acme.post("/v1/generate", json={"prompt": "calm piano", "duration_s": 0.1})
         assert short.status_code == 422 and "0.5" in short.json()["error"]["message"]
-        spec = httpx.get(f"{server.url}/openapi.json").json()["components"]["schemas"]["GenerateRequest"]
+        spec = httpx.get(f"{server.url}/openapi.json", timeout=60).json()["components"]["schemas"]["GenerateRequest"]
         assert spec["properties"]["duration_s"]["minimum"] == 0.5
 
 

@@ -143,13 +143,14 @@ def test_two_replicas_claim_each_job_exactly_once(database_url: str) -> None:
 def test_a_dead_replicas_jobs_are_taken_over_after_its_lease(database_url: str) -> None:
     import time
 
-    dead = JobStore(database_url, replica="dead", lease_s=0.5)
-    alive = JobStore(database_url, replica="alive", lease_s=0.5)
+    # Leases long enough that a stalled busy machine cannot expire one between two statements.
+    dead = JobStore(database_url, replica="dead", lease_s=3.0)
+    alive = JobStore(database_url, replica="alive", lease_s=3.0)
     (job_id,) = _add_jobs(dead, 1)
     assert [j.job_id for j in dead.claim(1)] == [job_id]
     assert alive.recover() == 0 and alive.claim(1) == []  # leased: not touched
     assert dead.renew([job_id]) == 1
-    time.sleep(0.7)  # "dead" stops renewing
+    time.sleep(3.5)  # "dead" stops renewing
     assert alive.recover() == 1
     (taken,) = alive.claim(1)
     assert taken.owner == "alive" and taken.attempts == 2
