@@ -19,6 +19,7 @@ from musicops.datasets.manifest import (
     scan_directory,
     validate_name,
 )
+from musicops.errors import MusicopsError
 
 if TYPE_CHECKING:
     from musicops.config import Settings
@@ -40,7 +41,7 @@ class IngestResult:
         return self.version is not None
 
 
-class IngestError(RuntimeError):
+class IngestError(MusicopsError, RuntimeError):
     """Nothing was published; `.result` (when a scan happened) holds the problems and report path."""
 
     def __init__(self, message: str, result: IngestResult | None = None):

@@ -22,13 +22,15 @@ from pathlib import Path
 
 import numpy as np
 
+from musicops.errors import MusicopsError
+
 SOUNDFONT_CANDIDATES = ("/usr/share/sounds/sf2/FluidR3_GM.sf2", "/usr/share/sounds/sf2/default-GM.sf2",
                         "/usr/share/soundfonts/default.sf2")
 SAMPLE_RATE = 32_000
 TICKS_PER_BEAT = 480
 
 
-class RenderError(RuntimeError):
+class RenderError(MusicopsError, RuntimeError):
     """A score that cannot be parsed or rendered (the message names it and why)."""
 
 

@@ -11,6 +11,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from musicops.errors import MusicopsError
+
 
 @dataclass(frozen=True)
 class MetricProvenance:
@@ -46,7 +48,7 @@ class MetricProvenance:
         return cls(**values)
 
 
-class ProvenanceMismatchError(ValueError):
+class ProvenanceMismatchError(MusicopsError, ValueError):
     """Two scores were measured differently; comparing them would mix a method change into the delta."""
 
 

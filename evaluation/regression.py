@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from musicops.config import Settings, get_settings
+from musicops.errors import MusicopsError
 
 DEFAULT_SUITE = Path(__file__).resolve().parent / "suites" / "regression-v1.json"
 PASS, REGRESSION, ERROR = 0, 1, 2
@@ -39,7 +40,7 @@ BUILTIN_FLOORS: dict[str, float] = {
 _HIGHER_IS_TIGHTER = frozenset({"min_clap_score"})
 
 
-class SuiteError(ValueError):
+class SuiteError(MusicopsError, ValueError):
     """A suite file that cannot be used."""
 
 

@@ -25,25 +25,17 @@ from musicops.audio.postprocess import PostProcessSettings, encode, postprocess
 from musicops.config import Settings, current_user, get_settings
 from musicops.generation.prompts import WorkItem, expand, read_prompts
 from musicops.hashing import file_sha256
-from musicops.models.base import GenerationParams, MusicModel
+from musicops.models.base import MusicModel
 from musicops.models.loading import ResolvedModel, load_model, resolve_model
+from musicops.models.sampling import SamplingParams
 from musicops.store.cache import asset_id_for, cache_key
 
 Progress = Callable[[str, int, int], None]  # (phase, done, total)
 
 
-@dataclass(frozen=True)
-class SamplingOptions:
-    """Generation settings shared by every item of a batch (durations come from the prompts file)."""
-
-    do_sample: bool = True
-    guidance_scale: float = 3.0
-    temperature: float = 1.0
-    top_k: int = 250
-    top_p: float = 0.0
-
-    def params(self, duration_s: float) -> GenerationParams:
-        return GenerationParams(duration_s=duration_s, **asdict(self))
+# Generation settings shared by every item of a batch (durations come from the prompts file); the
+# one validated sampling type of musicops.models.sampling, under the name the pipeline always used.
+SamplingOptions = SamplingParams
 
 
 @dataclass(frozen=True)

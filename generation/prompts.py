@@ -17,14 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from musicops.errors import MusicopsError
+from musicops.models.sampling import MAX_DURATION_S, MIN_DURATION_S  # the one home of the duration limits
 from musicops.store.cache import normalize_prompt
 
 FIELDS = {"prompt", "duration_s", "seed", "n_variations", "tags"}
 MAX_PROMPT_CHARS = 1000
-MAX_DURATION_S = 60.0
-# Shortest clip anything accepts (API, CLI, prompts files): the loudness check gates in BS.1770's
-# 0.4 s blocks, so a shorter clip has no loudness to measure and would always fail its checks.
-MIN_DURATION_S = 0.5
 MAX_VARIATIONS = 16
 MAX_FILE_BYTES = 10 * 1024 * 1024
 MAX_ITEMS = 10_000
@@ -63,7 +61,7 @@ class LineError:
         return f"line {self.line_no}: {self.message}"
 
 
-class PromptsFileError(ValueError):
+class PromptsFileError(MusicopsError, ValueError):
     """The prompts file cannot be used; `.errors` names each bad line."""
 
     def __init__(self, path: str, errors: list[LineError]):

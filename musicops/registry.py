@@ -15,12 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from musicops.config import Settings, get_settings
+from musicops.errors import MusicopsError
 
 _MODEL_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<alias>[A-Za-z0-9_-]+))$")
 MUSICGEN_ARTIFACT = "musicgen"
 
 
-class ModelNotFoundError(LookupError):
+class ModelNotFoundError(MusicopsError, LookupError):
     """A model name, version or alias that the registry does not have."""
 
 

@@ -19,12 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from musicops.config import Settings
+from musicops.errors import MusicopsError
 
 PASS, FAIL, SKIPPED, ERROR = "pass", "fail", "skipped", "error"
 VERDICTS = {0: "pass", 1: "fail", 2: "could not evaluate"}
 
 
-class ReleaseRefused(ValueError):
+class ReleaseRefused(MusicopsError, ValueError):
     """The release will not proceed as asked (e.g. the candidate is its own baseline): nothing moves."""
 
 

@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from musicops.config import Settings, current_user
+from musicops.errors import MusicopsError
 
 CHAMPION, PREVIOUS = "champion", "previous"
 NON_COMMERCIAL = ("cc-by-nc", "cc by-nc", "non-commercial", "noncommercial")
@@ -25,7 +26,7 @@ HISTORY_TAG = "musicops.alias_history.{alias}"
 HISTORY_LIMIT = 50  # entries kept; MLflow tag values are size-limited
 
 
-class PromotionError(RuntimeError):
+class PromotionError(MusicopsError, RuntimeError):
     """Promotion refused (e.g. an override without a reason, or a licence conflict)."""
 
 

@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from musicops import __version__
 from musicops.config import Settings, get_settings
+from musicops.errors import MusicopsError
 from musicops.generation.batch import SamplingOptions
 from musicops.models.loading import ResolvedModel
 from musicops.serving.config import ServeConfig, torch_threads_from_env
@@ -33,7 +34,7 @@ from musicops.serving.signing import UrlSigner, load_secret
 log = logging.getLogger(__name__)
 
 
-class StartupError(RuntimeError):
+class StartupError(MusicopsError, RuntimeError):
     """The server cannot start for a reason the operator must fix (the message names it)."""
 
 

@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from musicops.generation.prompts import MAX_SEED, MIN_DURATION_S
+from musicops.models import sampling as sp
 from musicops.serving.config import ServeConfig
 
 
@@ -18,11 +19,17 @@ class Sampling(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     do_sample: bool = True
-    guidance_scale: float = Field(3.0, ge=0.0, le=20.0)
-    temperature: float = Field(1.0, ge=0.05, le=10.0,
-                               description="Below 0.05 the scaled logits overflow (NaN probabilities).")
-    top_k: int = Field(250, ge=0, le=2048)
-    top_p: float = Field(0.0, ge=0.0, le=1.0)
+    guidance_scale: float = Field(sp.DEFAULT_GUIDANCE_SCALE, ge=sp.MIN_GUIDANCE_SCALE, le=sp.MAX_GUIDANCE_SCALE,
+                                  description="Classifier-free guidance; 1 or less turns it off.")
+    temperature: float = Field(sp.DEFAULT_TEMPERATURE, ge=sp.MIN_TEMPERATURE, le=sp.MAX_TEMPERATURE,
+                               description=f"Below {sp.MIN_TEMPERATURE:g} the scaled logits overflow "
+                                           "(NaN probabilities).")
+    top_k: int = Field(sp.DEFAULT_TOP_K, ge=sp.MIN_TOP_K, le=sp.MAX_TOP_K, description="0 turns top-k off.")
+    top_p: float = Field(sp.DEFAULT_TOP_P, ge=sp.MIN_TOP_P, le=sp.MAX_TOP_P, description="0 turns nucleus sampling off.")
+
+    def params(self) -> sp.SamplingParams:
+        """The core's validated sampling type (the bounds above are its bounds)."""
+        return sp.SamplingParams(**self.model_dump())
 
 
 class ErrorBody(BaseModel):

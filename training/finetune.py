@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from musicops.errors import MusicopsError
 from musicops.training.checkpoint import load_latest, save_checkpoint
 from musicops.training.data import EncodedDataset, delay_pattern_labels
 
@@ -61,7 +62,7 @@ class TrainResult:
     resumed_from: int | None = None
 
 
-class CheckpointMismatchError(RuntimeError):
+class CheckpointMismatchError(MusicopsError, RuntimeError):
     """A checkpoint directory holding a run with different settings or data."""
 
 

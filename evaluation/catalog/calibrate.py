@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from musicops.errors import MusicopsError
 from musicops.evaluation.catalog import gate
 
 if TYPE_CHECKING:
@@ -60,7 +61,7 @@ SCALE_FLOOR = {"fingerprint": 0.005, "alignment": 0.005, "embedding": 0.001}
 CONFIDENCE = 0.95
 
 
-class CalibrationError(ValueError):
+class CalibrationError(MusicopsError, ValueError):
     """Calibration cannot give an honest figure (too few works or negatives, unreadable audio)."""
 
 

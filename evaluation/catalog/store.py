@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from musicops.audio.io import FileProblem
+from musicops.errors import MusicopsError
 from musicops.evaluation.catalog import alignment as al
 from musicops.evaluation.catalog import fingerprint as fp
 from musicops.hashing import file_sha256
@@ -54,7 +55,7 @@ FINGERPRINT_SCHEME = {
 }
 
 
-class CatalogError(ValueError):
+class CatalogError(MusicopsError, ValueError):
     """A catalog operation that cannot proceed; `problems` names the bad input files, if any."""
 
     def __init__(self, message: str, problems: list[FileProblem] | None = None):

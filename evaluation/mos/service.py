@@ -54,6 +54,7 @@ from sqlalchemy import and_, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
+from musicops.errors import MusicopsError
 from musicops.evaluation.mos import qc
 from musicops.evaluation.mos.db import (
     CampaignAssetRow,
@@ -83,7 +84,7 @@ _MAX_SUBMISSION_LEN = 128
 # ------------------------------------------------------------------------------------------ errors
 
 
-class MosError(Exception):
+class MosError(MusicopsError):
     """Base class of every MOS service error."""
 
 

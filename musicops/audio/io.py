@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from musicops.errors import MusicopsError
+
 # Container formats soundfile reports, by the file extensions that may hold them.
 EXTENSION_FORMATS = {
     ".wav": {"WAV", "WAVEX", "RF64"},
@@ -24,7 +26,7 @@ EXTENSION_FORMATS = {
 AUDIO_EXTENSIONS = tuple(EXTENSION_FORMATS)
 
 
-class AudioError(ValueError):
+class AudioError(MusicopsError, ValueError):
     """An audio file that cannot be used; the message names the file and the problem."""
 
     def __init__(self, path: str | os.PathLike[str], problem: str):

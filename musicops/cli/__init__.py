@@ -12,12 +12,14 @@ from musicops import __version__
 from musicops.cli import assets, catalog, datasets, db, generate, models, mos, pipelines
 from musicops.cli import eval as eval_cli
 from musicops.cli import keys as keys_cli
+from musicops.cli.common import MusicopsGroup
 from musicops.cli.demo import demo
 from musicops.cli.release import gate, registry_app
 from musicops.cli.serve import serve
 
 app = typer.Typer(
     name="musicops",
+    cls=MusicopsGroup,  # MusicopsError -> one red line and its exit code, in one place
     help="MLOps pipelines and evaluation for AI music generation.",
     no_args_is_help=True,
     add_completion=False,

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import click
 from rich.console import Console
+from rich.markup import escape
+from typer.core import TyperGroup
+
+from musicops.errors import MusicopsError
 
 console = Console()
 err_console = Console(stderr=True)
@@ -14,3 +21,26 @@ def fail(message: str, code: int = 1) -> None:
 
     err_console.print(f"[bold red]error:[/] {message}")
     raise typer.Exit(code)
+
+
+def report_error(exc: MusicopsError) -> None:
+    """Print an expected failure as one red `error:` line (no traceback) and exit with its code."""
+    import typer
+
+    err_console.print(f"[bold red]error:[/] {escape(str(exc))}")
+    raise typer.Exit(exc.exit_code) from None
+
+
+class MusicopsGroup(TyperGroup):
+    """The one place a `MusicopsError` from any command becomes an exit code (the root group's class,
+    and a sub-app's when tests or scripts invoke it alone).
+
+    Expected failures print one line and exit with the error's `exit_code`; any other exception is a bug
+    and keeps its traceback.
+    """
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except MusicopsError as exc:
+            report_error(exc)

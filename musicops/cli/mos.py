@@ -12,12 +12,12 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from musicops.cli.common import console, err_console, fail
+from musicops.cli.common import MusicopsGroup, console, err_console, fail
 
 if TYPE_CHECKING:
     from musicops.evaluation.mos.service import CampaignResults, Invite, MosService
 
-app = typer.Typer(no_args_is_help=True)
+app = typer.Typer(no_args_is_help=True, cls=MusicopsGroup)  # its own errors, also when invoked alone
 
 # serve command: see evaluation/mos/app.py
 
@@ -102,13 +102,8 @@ def results(campaign_id: str = typer.Argument(...),
 
     from rich.table import Table
 
-    from musicops.evaluation.mos.service import MosError
-
-    try:
-        with _service() as service:
-            outcome = service.results(campaign_id)
-    except MosError as exc:
-        fail(str(exc), 2)
+    with _service() as service:  # MosError (no such campaign): the CLI's one error handler, exit 2
+        outcome = service.results(campaign_id)
     if as_json:
         console.print_json(json.dumps(outcome.to_dict(), default=str))
     else:

@@ -7,38 +7,15 @@ audiocraft one) can be added without touching them.
 from __future__ import annotations
 
 import abc
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-MAX_DURATION_S = 300.0
-MIN_TEMPERATURE = 0.05
+from musicops.models.sampling import MAX_DURATION_S, MIN_TEMPERATURE, GenerationParams, SamplingParams
 
-
-@dataclass(frozen=True)
-class GenerationParams:
-    """Everything besides prompt and seed that changes the generated audio (recorded in provenance)."""
-
-    duration_s: float = 2.0
-    do_sample: bool = True
-    guidance_scale: float = 3.0
-    temperature: float = 1.0
-    top_k: int = 250
-    top_p: float = 0.0
-
-    def __post_init__(self) -> None:
-        if not 0 < self.duration_s <= MAX_DURATION_S:
-            raise ValueError(f"duration_s must be in (0, {MAX_DURATION_S}], got {self.duration_s}")
-        if not MIN_TEMPERATURE <= self.temperature <= 100:
-            # tiny positive temperatures overflow the softmax into NaN probabilities
-            raise ValueError(f"temperature must be in [{MIN_TEMPERATURE}, 100], got {self.temperature}")
-        if self.guidance_scale < 0:
-            raise ValueError(f"guidance_scale must be >= 0, got {self.guidance_scale}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+# re-exported: the sampling types and limits live in musicops.models.sampling
+__all__ = ["MAX_DURATION_S", "MIN_TEMPERATURE", "GenerationParams", "ModelInfo", "MusicModel", "SamplingParams"]
 
 
 @dataclass

@@ -15,12 +15,13 @@ from typing import Any
 
 import numpy as np
 
+from musicops.errors import MusicopsError
 from musicops.models.base import GenerationParams, ModelInfo, MusicModel
 
 CONFIG_FILE = "config.json"
 
 
-class ModelLoadError(ValueError):
+class ModelLoadError(MusicopsError, ValueError):
     """A model directory that cannot be loaded; the message names the directory and the problem."""
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlparse
 
+from musicops.errors import MusicopsError
 from musicops.hashing import file_sha256
 from musicops.store.files import atomic_write
 
@@ -29,7 +30,7 @@ TEMP_PREFIX = ".tmp-"
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
-class AssetCorruptError(ValueError):
+class AssetCorruptError(MusicopsError, ValueError):
     """A stored file no longer matches its name's hash (disk fault, manual edit, partial copy)."""
 
 

@@ -32,6 +32,8 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
+from musicops.errors import MusicopsError
+
 HERE = Path(__file__).resolve().parent
 HISTORIES = ("provenance", "mos", "keys", "jobs")
 _SQLITE_ATTEMPTS = 4
@@ -39,7 +41,7 @@ _SQLITE_ATTEMPTS = 4
 _IN_PROCESS = threading.Lock()
 
 
-class SchemaError(RuntimeError):
+class SchemaError(MusicopsError, RuntimeError):
     """A database this code cannot bring to its schema (e.g. one upgraded by a newer musicops)."""
 
 
