@@ -21,7 +21,8 @@ import numpy as np
 
 from musicops import __version__, code_version
 from musicops.audio.checks import CheckResult, run_checks, thresholds_for
-from musicops.audio.postprocess import PostProcessSettings, encode, postprocess
+from musicops.audio.encode import encode
+from musicops.audio.postprocess import PostProcessSettings, postprocess
 from musicops.config import Settings, current_user, get_settings
 from musicops.generation.prompts import WorkItem, expand, read_prompts
 from musicops.hashing import file_sha256

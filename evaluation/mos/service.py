@@ -963,7 +963,7 @@ def _wav_sha256(store: Any, files: dict[str, dict[str, Any]]) -> str:
     """The asset's wav in the store, transcoding (once; content-addressed) when only flac/ogg was kept."""
     if "wav" in files:
         return files["wav"]["sha256"]
-    from musicops.audio.postprocess import encode
+    from musicops.audio.encode import encode
 
     for fmt in ("flac", "ogg"):
         if fmt in files:
@@ -973,7 +973,7 @@ def _wav_sha256(store: Any, files: dict[str, dict[str, Any]]) -> str:
 
 
 def _anchor_asset(store: Any, source: CampaignAsset, cutoff_hz: float) -> CampaignAsset:
-    from musicops.audio.postprocess import encode
+    from musicops.audio.encode import encode
 
     audio = store.read_audio(source.audio_sha256, "wav")
     stored = store.put(encode(lowpass_anchor(audio.samples, audio.sample_rate, cutoff_hz), audio.sample_rate, "wav"),
@@ -987,8 +987,8 @@ def _reference_asset(store: Any, reference: CampaignAsset | str | Path | dict[st
         return replace(reference, role="reference", gold_score=None)
     if isinstance(reference, dict):
         return replace(CampaignAsset(**reference), role="reference", gold_score=None)
+    from musicops.audio.encode import encode
     from musicops.audio.io import read_audio
-    from musicops.audio.postprocess import encode
 
     audio = read_audio(Path(reference))
     stored = store.put(encode(audio.samples, audio.sample_rate, "wav"), "wav")

@@ -149,7 +149,7 @@ def _loudness(data: np.ndarray, sample_rate: int, t: CheckThresholds) -> CheckRe
 
 
 def _true_peak(data: np.ndarray, sample_rate: int, t: CheckThresholds) -> CheckResult:
-    from musicops.audio.postprocess import true_peak_dbtp
+    from musicops.audio.measure import true_peak_dbtp
 
     peak = true_peak_dbtp(data, sample_rate)
     if t.true_peak_ceiling_dbtp is None:

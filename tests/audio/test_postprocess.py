@@ -9,19 +9,11 @@ import pytest
 import soundfile as sf
 from scipy.signal import resample_poly
 
+from musicops.audio.encode import encode, read_tags, truncate_utf8
 from musicops.audio.io import AudioError
-from musicops.audio.measure import integrated_loudness
-from musicops.audio.postprocess import (
-    PostProcessSettings,
-    Processed,
-    encode,
-    limit,
-    loudness_lufs,
-    postprocess,
-    read_tags,
-    true_peak_dbtp,
-    truncate_utf8,
-)
+from musicops.audio.limiter import limit
+from musicops.audio.measure import integrated_loudness, loudness_lufs, true_peak_dbtp
+from musicops.audio.postprocess import PostProcessSettings, Processed, postprocess
 
 SR = 32000
 TARGET, CEILING = -14.0, -1.0

@@ -16,8 +16,8 @@ import pytest
 import soundfile as sf
 from helpers.registry import register_tiny
 
-from musicops.audio.measure import integrated_loudness
-from musicops.audio.postprocess import read_tags, true_peak_dbtp
+from musicops.audio.encode import read_tags
+from musicops.audio.measure import integrated_loudness, true_peak_dbtp
 from musicops.config import get_settings
 from musicops.generation.batch import BatchOptions, run_batch
 from musicops.generation.prompts import PromptsFileError

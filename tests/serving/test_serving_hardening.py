@@ -23,7 +23,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from musicops.audio.postprocess import read_tags
+from musicops.audio.encode import read_tags
 
 linux_only = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
 

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from musicops.audio.encode import encode
 from musicops.audio.io import read_audio
-from musicops.audio.postprocess import encode
 from musicops.cli import app
 from musicops.config import get_settings
 from musicops.datasets.synth import synthesize

@@ -38,8 +38,8 @@ def _noise(x: np.ndarray, rng: np.random.Generator, snr_db: float = 20.0) -> np.
 
 
 def _vorbis(x: np.ndarray, tmp_path) -> np.ndarray:
+    from musicops.audio.encode import encode
     from musicops.audio.io import read_audio
-    from musicops.audio.postprocess import encode
 
     path = tmp_path / "q.ogg"
     path.write_bytes(encode(x, SR, "ogg"))

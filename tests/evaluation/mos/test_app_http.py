@@ -29,7 +29,7 @@ import pytest
 from helpers.servers import ServerProcess, mos_serve
 from sqlalchemy import func, select
 
-from musicops.audio.postprocess import encode
+from musicops.audio.encode import encode
 from musicops.config import get_settings
 from musicops.evaluation.mos.db import RatingRow
 from musicops.evaluation.mos.service import CampaignAsset, MosService

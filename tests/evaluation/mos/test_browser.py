@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from helpers.servers import mos_serve
 
-from musicops.audio.postprocess import encode
+from musicops.audio.encode import encode
 from musicops.config import get_settings
 from musicops.evaluation.mos.service import CampaignAsset, MosService
 from musicops.store.assets import open_asset_store

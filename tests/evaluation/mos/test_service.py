@@ -560,7 +560,7 @@ def test_log_to_mlflow_tags_the_registered_versions(service: MosService, tmp_pat
 
 def _stored_batch(settings) -> list[str]:
     """Two generated-looking assets (wav in the store, provenance rows) in batch "b1"."""
-    from musicops.audio.postprocess import encode
+    from musicops.audio.encode import encode
     from musicops.store.assets import open_asset_store
     from musicops.store.provenance import AssetRecord, ProvenanceDB
 
@@ -590,7 +590,7 @@ def _stored_batch(settings) -> list[str]:
 def test_campaign_assets_from_batch_with_reference_and_lowpass_anchor(tmp_path: Path) -> None:
     import soundfile as sf
 
-    from musicops.audio.postprocess import encode
+    from musicops.audio.encode import encode
     from musicops.config import get_settings
     from musicops.store.assets import open_asset_store
 
