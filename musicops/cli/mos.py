@@ -177,14 +177,9 @@ def export(campaign_id: str = typer.Argument(...),
 def log_mlflow(campaign_id: str = typer.Argument(...)) -> None:
     """Tag each rated registered version with its MOS (mos, mos_ci_low, mos_ci_high, n_ratings, campaign)."""
     from musicops.config import get_settings
-    from musicops.evaluation.mos.service import MosError
-    from musicops.registry import ModelNotFoundError
-
-    try:
-        with _service() as service:
-            tagged = service.log_to_mlflow(campaign_id, get_settings())
-    except (MosError, ModelNotFoundError) as exc:
-        fail(str(exc), 2)
+    # MosError (no such campaign), ModelNotFoundError: the CLI's one error handler, exit 2
+    with _service() as service:
+        tagged = service.log_to_mlflow(campaign_id, get_settings())
     if not tagged:
         console.print("no registered model versions in this campaign (presets and directories are skipped)")
     for version in tagged:
