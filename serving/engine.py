@@ -12,21 +12,15 @@ most `max_wait_ms` for more only while other requests are being admitted (a lone
 waits), and runs them as one `generate_items` call on the model in service at that moment. Clips
 are bit-identical whatever batch they are in (per-prompt generators), so batching never changes an
 asset. Each clip is then post-processed (`process_clip`) and stored (`store_clip`) while the model
-thread runs the next batch: in `finish_processes` worker processes (see `finisher`), or on a thread
-of this process when that is 0.
-
-A clip that fails fails only its own request. If a worker process dies (killed, out of memory), the
-pool is broken for every clip in it: the finisher thread builds a new pool and resubmits those
-clips (up to `MAX_FINISH_ATTEMPTS` times each, so a clip that kills its worker every time cannot
-keep breaking the pool). Pools are created and fed only from the finisher thread, which lives as
-long as the engine: a worker's PR_SET_PDEATHSIG follows the thread that started it.
+thread runs the next batch, by `finisher.Finisher`: in `finish_processes` worker processes, or on
+its own thread when that is 0 (the process pool's lifecycle, rebuilt when a worker dies, lives
+there). A clip that fails fails only its own request.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import queue
 import threading
 import time
 import uuid
@@ -47,34 +41,19 @@ from musicops.generation.batch import (
     generate_items,
     item_params,
     open_batch,
-    process_clip,
-    store_clip,
 )
 from musicops.generation.prompts import WorkItem, expand, validate_record
+from musicops.serving.finisher import Finisher, FinishWork, OnDone, Stored
 from musicops.store.assets import open_asset_store
 from musicops.store.cache import cache_key
 from musicops.store.provenance import ProvenanceDB
 
 log = logging.getLogger(__name__)
 Progress = Callable[[int, int], None]
-MAX_FINISH_ATTEMPTS = 3  # pools a clip may be sent to when workers keep dying under it
 
 
 class GenerationError(RuntimeError):
     """The model or the store failed for this request (details are logged, not sent to clients)."""
-
-
-@dataclass
-class FinishWork:
-    """One generated clip on its way to post-processing and the store."""
-
-    ticket: Ticket
-    index: int
-    clip: np.ndarray
-    seconds: float
-    loaded: Any
-    attempt: int = 1
-    broken: Any = None  # the pool that lost this clip: replaced (on the finisher thread) before a retry
 
 
 @dataclass
@@ -129,11 +108,10 @@ class Engine:
         self._cond = threading.Condition()
         self._queue: list[Ticket] = []
         self._arriving = 0
-        self._finishing: queue.Queue[Any] = queue.Queue()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.finish_processes = finish_processes
-        self._pool: Any = None
+        self._finisher = Finisher(settings, finish_processes, self.store, self.db)
         self._outcome_lock = threading.Lock()
         self.seconds_per_item = 0.05  # running estimate for ETAs (EWMA of model seconds per clip)
         self.in_model = 0  # items in the model call now
@@ -142,49 +120,19 @@ class Engine:
 
     def start(self) -> None:
         self.store.sweep_partials()
-        for name, target in (("model-worker", self._work), ("finisher", self._finish_loop)):
-            thread = threading.Thread(target=target, name=name, daemon=True)
-            thread.start()
-            self._threads.append(thread)
+        thread = threading.Thread(target=self._work, name="model-worker", daemon=True)
+        thread.start()
+        self._threads.append(thread)
+        self._finisher.start()
 
     def stop(self) -> None:
         self._stop.set()
         with self._cond:
             self._cond.notify_all()
-        self._finishing.put(None)
+        self._finisher.close()  # workers exit with the server
         for thread in self._threads:
             thread.join(timeout=10)
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)  # workers exit with the server
         self.db.close()
-
-    def _new_pool(self) -> Any:
-        """A pool of spawned workers that exit with this process (finisher thread only)."""
-        import multiprocessing
-        import os
-        from concurrent.futures import ProcessPoolExecutor
-
-        from musicops.serving import finisher
-
-        pool = ProcessPoolExecutor(self.finish_processes, mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=finisher.init_worker, initargs=(self.settings, os.getpid()))
-        pool.submit(finisher.ping)  # start the workers now, in the background
-        return pool
-
-    def _replace_pool(self, broken: Any) -> None:
-        """Swap in a new pool if `broken` is still the current one (several lost clips, one rebuild).
-        Finisher thread only. A pool that cannot be started leaves None: the next clip tries again."""
-        if self._pool is not broken or self._stop.is_set():
-            return
-        self._pool = None
-        if broken is not None:
-            log.error("finisher pool broken (a worker process died); starting a new one")
-            with contextlib.suppress(Exception):
-                broken.shutdown(wait=False, cancel_futures=True)
-        try:
-            self._pool = self._new_pool()
-        except Exception:
-            log.exception("cannot start the finisher pool")
 
     # planning (request threads)
 
@@ -315,7 +263,8 @@ class Engine:
                 self.metrics.batch_size.observe(len(clips))
             for position, clip in zip(local, clips, strict=True):
                 ticket, index = owners[position]
-                self._finishing.put(FinishWork(ticket, index, clip, share, loaded))
+                work = FinishWork(ticket.plan, index, clip, loaded.model.sample_rate, share, ticket.future.done)
+                self._finisher.submit(work, self._on_finished(ticket, index, share))
 
         self.in_model = len(items)
         try:
@@ -323,82 +272,19 @@ class Engine:
         finally:
             self.in_model = 0
 
-    # the finisher thread: post-process, check, store, provenance
+    # finished clips (the finisher's or its pool's thread)
 
-    def _finish_loop(self) -> None:
-        if self.finish_processes > 0:
-            self._replace_pool(None)
-        while True:
-            work = self._finishing.get()
-            if work is None:
-                return
-            if work.ticket.future.done():
-                continue
-            try:
-                if self.finish_processes == 0:
-                    self._finish_here(work)
-                else:
-                    self._submit(work)
-            except Exception as exc:  # never let one clip stop the finisher
-                self._clip_failed(work.ticket, exc)
+    def _on_finished(self, ticket: Ticket, index: int, seconds: float) -> OnDone:
+        """The callback that turns one clip's finishing into its request's outcome."""
+        def on_done(stored: Stored | None, exc: BaseException | None) -> None:
+            if exc is not None or stored is None:
+                self._clip_failed(ticket, exc or RuntimeError("no result"))
+            else:
+                self._clip_done(ticket, index, seconds, stored)
 
-    def _finish_here(self, work: FinishWork) -> None:
-        ticket, index = work.ticket, work.index
-        try:
-            item = ticket.plan.items[index]
-            processed = process_clip(work.clip, work.loaded.model.sample_rate, item.duration_s, ticket.plan.options)
-            stored = store_clip(ticket.plan, index, processed, work.seconds, self.store, self.db)
-        except Exception as exc:
-            self._clip_failed(ticket, exc)
-            return
-        self._clip_done(ticket, index, work.seconds, stored)
+        return on_done
 
-    def _submit(self, work: FinishWork) -> None:
-        """Send a clip to the pool (finisher thread); a pool found broken is replaced, once per clip."""
-        from musicops.serving import finisher
-
-        args = (finisher.finish_clip, finisher.one_item_plan(work.ticket.plan, work.index), work.clip,
-                work.loaded.model.sample_rate, work.seconds)
-        if work.broken is not None:
-            self._replace_pool(work.broken)
-        for _ in range(2):
-            if self._pool is None:
-                self._replace_pool(None)
-            pool = self._pool
-            try:
-                if pool is None:
-                    raise RuntimeError("no finisher pool (see the log)")
-                future = pool.submit(*args)
-            except Exception as exc:  # BrokenProcessPool, or shut down
-                if self._stop.is_set():
-                    self._clip_failed(work.ticket, exc)
-                    return
-                self._replace_pool(pool)
-                continue
-            future.add_done_callback(lambda f, w=work, p=pool: self._pool_done(w, p, f))
-            return
-        self._clip_failed(work.ticket, RuntimeError("the finisher pool cannot be (re)started"))
-
-    def _pool_done(self, work: FinishWork, pool: Any, future: Any) -> None:
-        """Runs on the pool's thread: record the outcome, or hand a clip of a broken pool back."""
-        from concurrent.futures.process import BrokenProcessPool
-
-        if future.cancelled():
-            self._clip_failed(work.ticket, RuntimeError("finisher stopped"))
-            return
-        exc = future.exception()
-        if isinstance(exc, BrokenProcessPool) and not self._stop.is_set() and work.attempt < MAX_FINISH_ATTEMPTS:
-            log.warning("clip %d of %s lost with a worker process; finishing it again (attempt %d)",
-                        work.index, work.ticket.plan.batch_id, work.attempt + 1)
-            self._finishing.put(FinishWork(work.ticket, work.index, work.clip, work.seconds, work.loaded,
-                                           work.attempt + 1, broken=pool))
-            return
-        if exc is not None:
-            self._clip_failed(work.ticket, exc)
-        else:
-            self._clip_done(work.ticket, work.index, work.seconds, future.result())
-
-    def _clip_done(self, ticket: Ticket, index: int, seconds: float, stored: tuple[Any, bool, bool]) -> None:
+    def _clip_done(self, ticket: Ticket, index: int, seconds: float, stored: Stored) -> None:
         record, created, identical = stored
         with self._outcome_lock:
             if ticket.future.done():
