@@ -154,10 +154,10 @@ def test_an_emoji_prompt_over_the_wav_tag_limit_fails_no_request(server, client)
     assert odd.status_code == 200 or 400 <= odd.status_code < 500, odd.text
     if odd.status_code == 200:  # delivered with the title cut on a character boundary
         (asset,) = odd.json()["assets"]
-        wav = httpx.get(asset["audio_url"])
+        wav = httpx.get(asset["audio_url"], timeout=60)
         title = read_tags(wav.content)["title"]
         assert emoji.startswith(title) and 0 < len(title.encode()) <= 2045
-        flac = httpx.get(asset["urls"]["flac"])
+        flac = httpx.get(asset["urls"]["flac"], timeout=60)
         assert read_tags(flac.content)["title"] == emoji  # FLAC holds it whole
         assert read_tags(wav.content)["asset_id"] == asset["asset_id"]
 
@@ -225,10 +225,10 @@ def test_huge_unauthenticated_bodies_are_refused_while_read(server, client) -> N
     assert growth_mib < 50
     # The refusal names the limit, and a normal request on a new connection still works.
     refused = httpx.post(f"{server.url}/v1/generate", content=b"x" * (2 << 20),
-                         headers={"Content-Type": "application/json"})
+                         headers={"Content-Type": "application/json"}, timeout=60)
     assert refused.status_code == 413 and refused.json()["error"]["code"] == "body_too_large"
     assert "1048576 bytes" in refused.json()["error"]["message"]
-    assert httpx.post(f"{server.url}/v1/generate", json={}).status_code == 401  # small bodies reach auth
+    assert httpx.post(f"{server.url}/v1/generate", json={}, timeout=60).status_code == 401  # small bodies reach auth
     ok = client.post("/v1/generate", json={"prompt": "after the flood", "duration_s": 0.5, "seed": 1})
     assert ok.status_code == 200, ok.text
 
@@ -368,27 +368,27 @@ def test_readiness_fails_while_the_asset_store_cannot_be_written(serve_home, ser
     server = own_server(server_process, serve_home, tmp_path / "ready", env={"MUSICOPS_ASSET_STORE": str(store)})
     server.start()
     try:
-        assert httpx.get(f"{server.url}/readyz").json()["status"] == "ready"
+        assert httpx.get(f"{server.url}/readyz", timeout=60).json()["status"] == "ready"
         # Root ignores permission bits, so make the store unwritable for anyone: a file where its
         # directory was (every write below it fails with "Not a directory").
         aside = tmp_path / "store-aside"
         store.rename(aside)
         store.write_text("not a directory")
-        ready = httpx.get(f"{server.url}/readyz")
+        ready = httpx.get(f"{server.url}/readyz", timeout=60)
         assert ready.status_code == 503, ready.text
         assert ready.json()["status"] == "store_unwritable" and str(store) in ready.json()["detail"]
         assert "Not a directory" in ready.json()["detail"]
         store.unlink()
         aside.rename(store)
-        assert httpx.get(f"{server.url}/readyz").status_code == 200
+        assert httpx.get(f"{server.url}/readyz", timeout=60).status_code == 200
         # An immutable directory refuses new files even to root, where the filesystem allows it.
         if _chattr("+i", store):
             try:
-                ready = httpx.get(f"{server.url}/readyz")
+                ready = httpx.get(f"{server.url}/readyz", timeout=60)
                 assert ready.status_code == 503 and "not writable" in ready.json()["detail"], ready.text
             finally:
                 _chattr("-i", store)
-            assert httpx.get(f"{server.url}/readyz").status_code == 200
+            assert httpx.get(f"{server.url}/readyz", timeout=60).status_code == 200
     finally:
         server.stop()
 
