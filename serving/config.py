@@ -1,7 +1,8 @@
 """Server settings: one frozen object built from CLI flags (and env vars), read by every router.
 
 Limits default to the prompts-file limits of `musicops.generation.prompts` (the API is a one-line
-prompts file); a deployment may only tighten them.
+prompts file) and the global duration limits of `musicops.models.sampling`; a deployment may only
+tighten them.
 """
 
 from __future__ import annotations
@@ -10,7 +11,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from musicops.generation.prompts import MAX_DURATION_S, MAX_PROMPT_CHARS, MAX_VARIATIONS, MIN_DURATION_S
+from musicops.generation.prompts import MAX_PROMPT_CHARS, MAX_VARIATIONS
+from musicops.models.sampling import MAX_DURATION_S, MIN_DURATION_S
 
 DEFAULT_PORT = 8000
 # Largest request body read. Requests are small JSON (a 1,000-character prompt of \u-escaped emoji
@@ -50,7 +52,7 @@ class ServeConfig:
             raise ValueError("max_wait_ms must be >= 0")
         if not MIN_DURATION_S <= self.max_duration_s <= MAX_DURATION_S:
             raise ValueError(f"max_duration_s must be in [{MIN_DURATION_S}, {MAX_DURATION_S:g}] "
-                             "(the prompts-file limit)")
+                             "(the global limit, which --max-duration may only lower)")
         if not 1 <= self.max_variations <= MAX_VARIATIONS:
             raise ValueError(f"max_variations must be in [1, {MAX_VARIATIONS}]")
         if not 1 <= self.max_prompt_chars <= MAX_PROMPT_CHARS:

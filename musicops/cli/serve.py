@@ -24,7 +24,7 @@ def serve(
     job_concurrency: int = typer.Option(16, help="Jobs handed to the batcher at once."),
     finish_processes: int = typer.Option(1, help="Worker processes that post-process and store clips "
                                                  "(0 = a thread of the server)."),
-    max_duration: float = typer.Option(None, help="Longest clip in seconds (default: the prompts-file limit)."),
+    max_duration: float = typer.Option(None, help="Longest clip in seconds (default and most: the global limit, 60 s)."),
     max_variations: int = typer.Option(4, help="Most variations per request."),
     url_ttl: int = typer.Option(3600, help="Lifetime of signed audio URLs, seconds."),
     webhook_host: list[str] = typer.Option(None, help="Host (or host:port) webhooks may call; repeatable. "
@@ -39,8 +39,8 @@ def serve(
     import os
 
     from musicops.config import get_settings
-    from musicops.generation.prompts import MAX_DURATION_S
     from musicops.models.loading import resolve_model
+    from musicops.models.sampling import MAX_DURATION_S
     from musicops.registry import ModelNotFoundError
     from musicops.serving.app import StartupError, run_server
     from musicops.serving.config import ServeConfig
