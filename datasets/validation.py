@@ -8,7 +8,6 @@ not code: changing what a valid dataset is shows up as a diff. It runs in an eph
 from __future__ import annotations
 
 import datetime as dt
-import html
 import json
 import math
 import os
@@ -312,30 +311,11 @@ def _files_section(frame: pd.DataFrame) -> _Section:
     return section
 
 
-_CSS = ("body{font-family:system-ui,sans-serif;margin:2em;max-width:75em}"
-        "table{border-collapse:collapse;margin:.5em 0 1.5em}"
-        "td,th{border:1px solid #ccc;padding:.25em .6em;text-align:left;vertical-align:top}"
-        "th{background:#f3f3f3}.FAILED{color:#b00020;font-weight:bold}.PASSED{color:#1b5e20;font-weight:bold}")
-
-
 def _render_html(title: str, sections: list[_Section]) -> str:
-    e = html.escape
-    out = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
-           f"<title>{e(title)}</title><style>{_CSS}</style></head><body>", f"<h1>{e(title)}</h1>"]
-    for section in sections:
-        out.append(f"<h2>{e(section.title)}</h2>")
-        out.extend(f"<p>{e(t)}</p>" for t in section.text)
-        if section.rows:
-            out.append("<table>")
-            if any(section.headers):
-                out.append("<tr>" + "".join(f"<th>{e(h)}</th>" for h in section.headers) + "</tr>")
-            for row in section.rows:
-                cells = "".join(f'<td class="{e(c)}">{e(c)}</td>' if c in ("PASSED", "FAILED")
-                                else f"<td>{e(c)}</td>" for c in row)
-                out.append(f"<tr>{cells}</tr>")
-            out.append("</table>")
-    out.append("</body></html>")
-    return "\n".join(out) + "\n"
+    """The shared dataset template (autoescaped: captions and file names are user text)."""
+    from musicops.reports import render
+
+    return render("dataset.html.j2", title=title, sections=sections)
 
 
 def _md_cell(text: str) -> str:

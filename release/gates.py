@@ -352,24 +352,14 @@ def log_verdicts(report: ReleaseReport, cand: Any, settings: Settings) -> None:
 
 def write_release_outputs(report: ReleaseReport, out: Path) -> dict[str, Path]:
     """release.json, junit.xml (one test case per gate; skipped gates as <skipped/>), summary.md, release.html."""
-    from xml.etree import ElementTree as ET
+    from musicops.reports import JUnitCase, write_junit
 
     out.mkdir(parents=True, exist_ok=True)
     (out / "release.json").write_text(json.dumps(report.to_dict(), indent=2, default=str))
-    failures = sum(g.status == FAIL for g in report.gates)
-    errors = sum(g.status == ERROR for g in report.gates)
-    skipped = sum(g.status == SKIPPED for g in report.gates)
-    root = ET.Element("testsuites", tests=str(len(report.gates)), failures=str(failures), errors=str(errors))
-    suite = ET.SubElement(root, "testsuite", name="musicops-release-gates", tests=str(len(report.gates)),
-                          failures=str(failures), errors=str(errors), skipped=str(skipped))
-    for gate in report.gates:
-        case = ET.SubElement(suite, "testcase", classname="musicops.release", name=gate.name)
-        tag = {FAIL: "failure", ERROR: "error", SKIPPED: "skipped"}.get(gate.status)
-        if tag:
-            ET.SubElement(case, tag, message=gate.detail[:500]).text = gate.detail
-        else:
-            ET.SubElement(case, "system-out").text = gate.detail
-    ET.ElementTree(root).write(out / "junit.xml", encoding="utf-8", xml_declaration=True)
+    outcome = {FAIL: "failure", ERROR: "error", SKIPPED: "skipped"}
+    write_junit(out / "junit.xml", "musicops-release-gates",
+                [JUnitCase(g.name, outcome.get(g.status, "passed"), g.detail) for g in report.gates],
+                classname="musicops.release")
     (out / "summary.md").write_text(markdown_summary(report))
     (out / "release.html").write_text(release_html(report))
     return {n: out / n for n in ("release.json", "junit.xml", "summary.md", "release.html")}
@@ -400,94 +390,27 @@ def markdown_summary(report: ReleaseReport) -> str:
 
 def release_html(report: ReleaseReport) -> str:
     """Gate verdicts, metric deltas with CIs, per-prompt outliers with audio, matches, MOS plot."""
-    import html
+    from musicops.reports import render
 
-    e = html.escape
     gates = {g.name: g for g in report.gates}
-
-    def link(gate: GateVerdict) -> str:
-        if not (gate.report and report.out_dir):
-            return ""
-        return f"<a href='{e(Path(gate.report).relative_to(report.out_dir).as_posix())}'>full report</a>"
-
-    rows = "".join(f"<tr><td>{e(g.name)}</td><td>{_ICON[g.status]} {e(g.status)}</td><td>{e(g.detail)}</td>"
-                   f"<td>{link(g)}</td></tr>" for g in report.gates)
-    sections = []
-    metrics = gates["regression"].figures.get("metrics") if "regression" in gates else None
-    if metrics and "clap" in metrics:
-        deltas = "".join(
-            f"<tr><td>{e(label)}</td><td>{m['mean_delta']:+.4f}</td><td>{m['ci_low']:+.4f} .. {m['ci_high']:+.4f}</td></tr>"
-            for label, m in (("CLAP text-audio score", metrics["clap"]), ("log spectral flatness", metrics["flatness"])))
-        sections.append(f"<h2>Metric deltas (candidate - baseline, 95% bootstrap CI)</h2><table><tr><th>metric</th>"
-                        f"<th>mean delta</th><th>CI</th></tr>{deltas}</table><p>Fréchet distance to the baseline's "
-                        f"outputs {metrics['frechet_distance']:.4g}; drift median {metrics['drift_median']:.4g}, "
-                        f"max {metrics['drift_max']:.4g}.</p>")
-        outliers = gates["regression"].figures.get("outliers") or []
-        if outliers:
-            cells = "".join(
-                f"<tr><td>{e(o['id'])}</td><td>{e(o['prompt'])}</td><td>{o['fd_contribution']:+.4g}</td>"
-                f"<td>{o['drift']:.4g}</td><td><audio controls preload='none' src='regression/audio/"
-                f"{e(o['candidate_audio'])}.wav'></audio></td><td><audio controls preload='none' "
-                f"src='regression/audio/{e(o['baseline_audio'])}.wav'></audio></td></tr>" for o in outliers)
-            sections.append("<h2>Per-prompt outliers (largest Fréchet contributions)</h2><table><tr><th>id</th>"
-                            "<th>prompt</th><th>FD contribution</th><th>drift</th><th>candidate</th><th>baseline</th>"
-                            f"</tr>{cells}</table>")
-    if "copyright" in gates and gates["copyright"].status != SKIPPED:
-        sections.append(f"<h2>Similarity matches</h2><p>{e(gates['copyright'].detail)}</p>")
+    links = {g.name: Path(g.report).relative_to(report.out_dir).as_posix() if g.report and report.out_dir else None
+             for g in report.gates}
+    regression = gates["regression"].figures if "regression" in gates else {}
+    metrics = regression.get("metrics")
+    copyright_gate = gates.get("copyright")
     mos = gates["mos"].figures if "mos" in gates else {}
-    if mos.get("candidate_mos") is not None:
-        sections.append(f"<h2>MOS</h2><img alt='MOS with 95% CI' src='data:image/png;base64,{_mos_plot(mos)}'>")
-    verdict = e(report.to_dict()["verdict"])
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>musicops release: {verdict}</title>
-<style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:1300px}}table{{border-collapse:collapse;margin:1em 0}}
-td,th{{border:1px solid #ccc;padding:4px 8px;vertical-align:top;font-size:13px}}audio{{width:200px}}</style></head><body>
-<h1>Release gates: {verdict}</h1>
-<p>Candidate <code>{e(report.candidate)}</code> vs baseline <code>{e(report.baseline or "-")}</code>,
-{e(report.started_at)}</p>{_html_record(report)}
-<table><tr><th>gate</th><th>status</th><th>detail</th><th></th></tr>{rows}</table>
-{"".join(sections)}</body></html>"""
-
-
-def _html_record(report: ReleaseReport) -> str:
-    """Suite identity, override and promotion lines for the HTML report."""
-    import html
-
-    parts = []
-    if report.suite:
-        parts.append(f"Suite {html.escape(report.suite['name'])} v{report.suite['version']}, sha256 "
-                     f"<code>{html.escape(report.suite['sha256'])}</code>")
-    if report.override:
-        o = report.override
-        parts.append(f"<strong>Overridden</strong> by {html.escape(o['by'])} at {html.escape(o['at'])} "
-                     f"(failed: {html.escape(', '.join(o['failed_gates']))}): {html.escape(o['reason'])}")
-    if report.promotion:
-        parts.append(f"Promotion: {html.escape(report.promotion['detail'])}")
-    return "".join(f"<p>{p}</p>" for p in parts)
+    return render("release.html.j2", report=report, verdict=report.to_dict()["verdict"], icons=_ICON, links=links,
+                  metrics=metrics if metrics and "clap" in metrics else None,
+                  outliers=regression.get("outliers") or [],
+                  matches=copyright_gate.detail if copyright_gate and copyright_gate.status != SKIPPED else None,
+                  mos_plot=_mos_plot(mos) if mos.get("candidate_mos") is not None else None)
 
 
 def _mos_plot(mos: dict[str, Any]) -> str:
-    import base64
-    import io
+    """The MOS gate's figures (candidate, and baseline when rated) as the shared error-bar plot."""
+    from musicops.reports.plots import MosPoint, b64, mos_errorbar_png
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    labels, means, lows, highs = ["candidate"], [mos["candidate_mos"]], [mos["candidate_ci"][0]], [mos["candidate_ci"][1]]
+    points = [MosPoint("candidate", mos["candidate_mos"], *mos["candidate_ci"])]
     if mos.get("baseline_mos") is not None:
-        labels.append("baseline")
-        means.append(mos["baseline_mos"])
-        lows.append(mos["baseline_ci"][0])
-        highs.append(mos["baseline_ci"][1])
-    fig, ax = plt.subplots(figsize=(4, 3), dpi=100)
-    errors = [[m - (lo if lo == lo else m) for m, lo in zip(means, lows, strict=True)],
-              [(hi if hi == hi else m) - m for m, hi in zip(means, highs, strict=True)]]
-    ax.errorbar(labels, means, yerr=errors, fmt="o", capsize=6)
-    ax.set_ylabel("MOS")
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    plt.close(fig)
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
+        points.append(MosPoint("baseline", mos["baseline_mos"], *mos["baseline_ci"]))
+    return b64(mos_errorbar_png(points))

@@ -77,19 +77,8 @@ def _param(value: Any) -> Any:
 
 def plot_loss_curve(losses: list[float], path: Path, title: str) -> Path:
     """A PNG of the training loss, because people would rather look than read a column of numbers."""
-    import matplotlib
+    from musicops.reports.plots import loss_curve_png
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
-    ax.plot(range(1, len(losses) + 1), losses, marker="." if len(losses) < 60 else None)
-    ax.set_xlabel("step")
-    ax.set_ylabel("cross-entropy loss")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
+    path.write_bytes(loss_curve_png(losses, title))
     return path

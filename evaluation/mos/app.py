@@ -31,10 +31,8 @@ Security:
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import functools
-import io
 import logging
 import math
 import os
@@ -191,32 +189,13 @@ def _ci(low: float, high: float) -> str:
 
 
 def _plot_png(model_scores: list[Any], scale: tuple[float, float], title: str) -> str | None:
-    """MOS with CI error bars per model version as a base64 PNG (matplotlib's object API: thread-safe)."""
+    """MOS with CI error bars per model version as base64 PNG (the shared plot; thread-safe)."""
     if not model_scores:
         return None
-    from matplotlib.figure import Figure
+    from musicops.reports.plots import MosPoint, b64, mos_errorbar_png
 
-    labels = [m.model_version for m in model_scores]
-    mos = [m.mos if math.isfinite(m.mos) else math.nan for m in model_scores]
-    lower = [m.mos - m.ci_low if math.isfinite(m.ci_low) else 0.0 for m in model_scores]
-    upper = [m.ci_high - m.mos if math.isfinite(m.ci_high) else 0.0 for m in model_scores]
-    fig = Figure(figsize=(max(4.0, 1.4 * len(labels) + 2.0), 3.6), dpi=100)
-    ax = fig.subplots()
-    positions = list(range(len(labels)))
-    ax.errorbar(positions, mos, yerr=[lower, upper], fmt="o", capsize=6, markersize=7, color="#2b6cb0",
-                ecolor="#444")
-    ax.set_xticks(positions, labels, rotation=15 if len(labels) > 3 else 0, ha="right" if len(labels) > 3 else "center")
-    ax.set_xlim(-0.6, len(labels) - 0.4)
-    low, high = scale
-    pad = (high - low) * 0.05
-    ax.set_ylim(low - pad, high + pad)
-    ax.set_ylabel("MOS (95% CI)")
-    ax.set_title(title)
-    ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return base64.b64encode(buf.getvalue()).decode("ascii")
+    points = [MosPoint(m.model_version, m.mos, m.ci_low, m.ci_high) for m in model_scores]
+    return b64(mos_errorbar_png(points, title=title, scale=scale))
 
 
 def create_app(settings: Any = None, service: MosService | None = None) -> FastAPI:

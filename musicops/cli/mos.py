@@ -132,31 +132,16 @@ def results(campaign_id: str = typer.Argument(...),
 
 
 def _plot(outcome: CampaignResults, path: Path) -> None:
-    """Bar-free point + error-bar chart: one point per model version (and references/anchors)."""
-    import math
+    """One point + error bar per model version (and references/anchors), the shared MOS plot."""
+    from musicops.reports.plots import MosPoint, mos_errorbar_png
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = [(m.model_version, m.mos, m.ci_low, m.ci_high) for m in outcome.model_versions]
-    rows += [(f"{a.role}: {a.asset_id}", a.mos, a.ci_low, a.ci_high) for a in outcome.assets
-             if a.role in ("reference", "anchor")]
-    fig, ax = plt.subplots(figsize=(max(4.0, 1.2 * len(rows) + 2), 4))
-    for x, (_label, mos, low, high) in enumerate(rows):
-        if not math.isfinite(mos):
-            continue
-        err = [[mos - low], [high - mos]] if math.isfinite(low) else None
-        ax.errorbar([x], [mos], yerr=err, fmt="o", capsize=6)
-    ax.set_xticks(range(len(rows)), [r[0] for r in rows], rotation=20, ha="right")
-    ax.set_ylim(*outcome.scale)
-    ax.set_ylabel(f"MOS ({outcome.method.upper()}), {outcome.confidence:.0%} CI")
-    ax.set_title(outcome.name)
-    fig.tight_layout()
+    points = [MosPoint(m.model_version, m.mos, m.ci_low, m.ci_high) for m in outcome.model_versions]
+    points += [MosPoint(f"{a.role}: {a.asset_id}", a.mos, a.ci_low, a.ci_high) for a in outcome.assets
+               if a.role in ("reference", "anchor")]
+    png = mos_errorbar_png(points, title=outcome.name, scale=outcome.scale, dpi=120,
+                           ylabel=f"MOS ({outcome.method.upper()}), {outcome.confidence:.0%} CI")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    path.write_bytes(png)
 
 
 @app.command("export")
