@@ -39,11 +39,32 @@ def sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     """WAL lets readers (the API) run while a writer (the batch) commits; busy_timeout waits, not fails."""
     cursor = dbapi_conn.cursor()
     try:
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_MS}")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_MS}")  # first: the statements below may wait
+        _enable_wal(cursor)
         cursor.execute("PRAGMA synchronous=NORMAL")  # durable enough in WAL, far fewer fsyncs
     finally:
         cursor.close()
+
+
+def _enable_wal(cursor: Any, attempts: int = 40) -> None:
+    """Switch the file to WAL (persistent: only its first connection ever switches it).
+
+    The switch needs the file to itself, and SQLite answers "database is locked" at once, without
+    the busy wait, when another process opened the same new file in that instant (replicas starting
+    together on a busy machine failed this way), so it is retried.
+    """
+    import sqlite3
+    import time
+
+    for attempt in range(attempts):
+        try:
+            if str(cursor.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+                cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt + 1 == attempts:
+                raise
+            time.sleep(min(0.5, 0.02 * (attempt + 1)))
 
 
 def is_sqlite(url: str) -> bool:
