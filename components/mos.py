@@ -2,7 +2,7 @@
 
 The step blocks while people rate, so its timeout is the campaign's deadline; it fails with the
 QuorumTimeout message (which assets are short, by how much) when raters do not finish in time.
-The logic is `musicops.evaluation.mos.service.run_campaign`; this only unpacks and records.
+The logic is `musicops.evaluation.mos.campaign.run_campaign`; this only unpacks and records.
 """
 
 # No `from __future__ import annotations` here: kfp reads the real annotation objects.
@@ -23,7 +23,9 @@ def mos_campaign(assets_json: str, name: str, method: str, quorum: int, timeout_
     MUSICOPS_MOS_URL) go to the step log. `n_raters` 0 = enough for quorum; `clips_per_rater` 0 = all.
     """
     from musicops.components.runtime import component_settings
-    from musicops.evaluation.mos.service import MosService, campaign_assets_from_spec, run_campaign
+    from musicops.evaluation.mos.campaign import run_campaign
+    from musicops.evaluation.mos.service import MosService
+    from musicops.evaluation.mos.sources import campaign_assets_from_spec
 
     settings = component_settings(musicops_home)
     service = MosService.from_settings(settings)

@@ -21,7 +21,7 @@ def _error_classes() -> list[tuple[type[Exception], type[Exception]]]:
     from musicops.datasets.scores import RenderError
     from musicops.evaluation.catalog.calibrate import CalibrationError
     from musicops.evaluation.catalog.store import CatalogError
-    from musicops.evaluation.mos.service import MosError
+    from musicops.evaluation.mos.errors import MosError
     from musicops.evaluation.provenance import ProvenanceMismatchError
     from musicops.evaluation.regression import SuiteError
     from musicops.generation.prompts import PromptsFileError

@@ -47,16 +47,9 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from musicops.evaluation.mos import security
-from musicops.evaluation.mos.service import (
-    ACR_LABELS,
-    Campaign,
-    Conflict,
-    Forbidden,
-    MosService,
-    NotFound,
-    NotListened,
-    Rater,
-)
+from musicops.evaluation.mos.errors import Conflict, Forbidden, NotFound, NotListened
+from musicops.evaluation.mos.models import ACR_LABELS, Campaign, Rater
+from musicops.evaluation.mos.service import MosService
 
 log = logging.getLogger(__name__)
 
@@ -206,8 +199,8 @@ def create_app(settings: Any = None, service: MosService | None = None) -> FastA
     settings = settings or get_settings()
     service = service or MosService.from_settings(settings)
     store = open_asset_store(settings)
-    signer = security.CsrfSigner(security.load_secret(Path(settings.home)))
-    admin_token = security.admin_token()
+    signer = security.CsrfSigner(security.load_secret(Path(settings.home), settings))
+    admin_token = security.admin_token(settings)
     env = _templates()
     security.install_log_redaction()
 

@@ -4,7 +4,7 @@ Why a t-interval over the individual ratings: it is what ITU-T P.1401 and ITU-R 
 ± t(0.975, n-1) * s / sqrt(n)), it is honest for the small n of a listening test (a normal quantile
 would be too narrow below ~30 ratings), and it needs no model of rater effects. Ratings of one clip
 by different raters are independent draws; pooled per-model intervals ignore that ratings cluster
-by clip and rater, so they are a lower bound on the true uncertainty (documented in `service`).
+by clip and rater, so they are a lower bound on the true uncertainty (documented in `results`).
 
 Krippendorff's alpha uses the coincidence-matrix formulation of Krippendorff (2011, "Computing
 Krippendorff's Alpha-Reliability"): any number of raters, missing ratings allowed, nominal,

@@ -15,7 +15,8 @@ import typer
 from musicops.cli.common import MusicopsGroup, console, err_console, fail
 
 if TYPE_CHECKING:
-    from musicops.evaluation.mos.service import CampaignResults, Invite, MosService
+    from musicops.evaluation.mos.models import CampaignResults, Invite
+    from musicops.evaluation.mos.service import MosService
 
 app = typer.Typer(no_args_is_help=True, cls=MusicopsGroup)  # its own errors, also when invoked alone
 
@@ -30,7 +31,7 @@ def _service() -> MosService:
 
 
 def _print_invites(invites: list[Invite]) -> None:
-    from musicops.evaluation.mos.service import invite_url
+    from musicops.evaluation.mos.invites import invite_url
 
     for invite in invites:
         typer.echo(f"{invite.rater_id}\t{invite_url(invite.token)}")
@@ -53,7 +54,9 @@ def create(
 ) -> None:
     """Create a campaign from a batch and print one invitation URL per rater (shown only this once)."""
     from musicops.config import get_settings
-    from musicops.evaluation.mos.service import MosError, campaign_assets_from_batch, raters_for_quorum
+    from musicops.evaluation.mos.assignment import raters_for_quorum
+    from musicops.evaluation.mos.errors import MosError
+    from musicops.evaluation.mos.sources import campaign_assets_from_batch
 
     settings = get_settings()
     try:
@@ -77,7 +80,7 @@ def create(
 def invite(campaign_id: str = typer.Argument(...),
            raters: int = typer.Option(1, "--raters", help="How many more raters to invite.")) -> None:
     """Invite more raters to an open campaign (e.g. after some were screened out)."""
-    from musicops.evaluation.mos.service import MosError
+    from musicops.evaluation.mos.errors import MosError
 
     try:
         with _service() as service:
@@ -148,7 +151,7 @@ def _plot(outcome: CampaignResults, path: Path) -> None:
 def export(campaign_id: str = typer.Argument(...),
            out: Path = typer.Argument(..., help="OUT.csv or OUT.parquet: one row per rating.")) -> None:
     """Export every rating (screened raters flagged) as CSV or Parquet."""
-    from musicops.evaluation.mos.service import MosError
+    from musicops.evaluation.mos.errors import MosError
 
     try:
         with _service() as service:

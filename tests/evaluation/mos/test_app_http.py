@@ -32,7 +32,8 @@ from sqlalchemy import func, select
 from musicops.audio.encode import encode
 from musicops.config import get_settings
 from musicops.evaluation.mos.db import RatingRow
-from musicops.evaluation.mos.service import CampaignAsset, MosService
+from musicops.evaluation.mos.models import CampaignAsset
+from musicops.evaluation.mos.service import MosService
 from musicops.store.assets import open_asset_store
 
 N_RATERS = 50

@@ -20,7 +20,8 @@ from helpers.servers import mos_serve
 
 from musicops.audio.encode import encode
 from musicops.config import get_settings
-from musicops.evaluation.mos.service import CampaignAsset, MosService
+from musicops.evaluation.mos.models import CampaignAsset
+from musicops.evaluation.mos.service import MosService
 from musicops.store.assets import open_asset_store
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -16,18 +16,11 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
-from musicops.evaluation.mos.service import (
-    CampaignAsset,
-    Conflict,
-    Forbidden,
-    MosService,
-    NotFound,
-    NotListened,
-    QuorumTimeout,
-    campaign_assets_from_batch,
-    campaign_assets_from_spec,
-    hash_token,
-)
+from musicops.evaluation.mos.errors import Conflict, Forbidden, NotFound, NotListened, QuorumTimeout
+from musicops.evaluation.mos.invites import hash_token
+from musicops.evaluation.mos.models import CampaignAsset
+from musicops.evaluation.mos.service import MosService
+from musicops.evaluation.mos.sources import campaign_assets_from_batch, campaign_assets_from_spec
 from musicops.evaluation.mos.stats import krippendorff_alpha
 
 
