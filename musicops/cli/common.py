@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import click
 from rich.console import Console
 from rich.markup import escape
 from typer.core import TyperGroup
 
 from musicops.errors import MusicopsError
+
+if TYPE_CHECKING:
+    # typer vendors click; the Context its commands receive is this class (not `click.Context`),
+    # and it is only importable under typer's private name.
+    from typer._click import Context
 
 console = Console()
 err_console = Console(stderr=True)
@@ -39,7 +43,7 @@ class MusicopsGroup(TyperGroup):
     and keeps its traceback.
     """
 
-    def invoke(self, ctx: click.Context) -> Any:
+    def invoke(self, ctx: Context) -> Any:
         try:
             return super().invoke(ctx)
         except MusicopsError as exc:
