@@ -124,7 +124,7 @@ class Direct:
 
     def __init__(self, home: Path, duration: float) -> None:
         from musicops.config import get_settings
-        from musicops.generation.batch import BatchOptions
+        from musicops.generation.planning import BatchOptions
         from musicops.models.loading import load_model
         from musicops.store.assets import open_asset_store
         from musicops.store.provenance import ProvenanceDB
@@ -136,14 +136,11 @@ class Direct:
         self.store, self.db = open_asset_store(self.settings), ProvenanceDB.from_settings(self.settings)
 
     def call(self, prompt: str, seed: int) -> float:
-        from musicops.generation.batch import (
-            cli_items,
-            generate_items,
-            open_batch,
-            plan_batch,
-            process_clip,
-            store_clip,
-        )
+        from musicops.generation.batch import open_batch
+        from musicops.generation.delivery import process_clip, store_clip
+        from musicops.generation.planning import plan_batch
+        from musicops.generation.prompts import cli_items
+        from musicops.generation.runner import generate_items
 
         plan = plan_batch("<bench>", "musicgen-tiny", self.options, self.settings,
                           items=cli_items([prompt], self.duration, seed=seed))

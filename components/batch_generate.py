@@ -22,7 +22,9 @@ def plan_batch_step(prompts_file: str, model_ref: str, batch_size: int, shard_si
     import json
 
     from musicops.components.runtime import component_settings
-    from musicops.generation.batch import BatchOptions, open_batch, plan_batch, plan_to_json, shard_pending
+    from musicops.generation.batch import open_batch
+    from musicops.generation.planning import BatchOptions, plan_batch
+    from musicops.generation.shards import plan_to_json, shard_pending
     from musicops.store.provenance import ProvenanceDB
 
     settings = component_settings(musicops_home, mlflow_tracking_uri)
@@ -51,7 +53,8 @@ def generate_shard(plan: Input[Artifact], shard: int, musicops_home: str, mlflow
     import numpy as np
 
     from musicops.components.runtime import component_settings
-    from musicops.generation.batch import generate_items, plan_from_json
+    from musicops.generation.runner import generate_items
+    from musicops.generation.shards import plan_from_json
     from musicops.models.loading import load_model
 
     settings = component_settings(musicops_home, mlflow_tracking_uri)
@@ -81,7 +84,8 @@ def postprocess_shard(plan: Input[Artifact], raw: Input[Artifact], processed: Ou
 
     import numpy as np
 
-    from musicops.generation.batch import plan_from_json, process_clip
+    from musicops.generation.delivery import process_clip
+    from musicops.generation.shards import plan_from_json
 
     with open(plan.path) as handle:
         batch_plan = plan_from_json(json.load(handle))
@@ -111,7 +115,8 @@ def store_shard(plan: Input[Artifact], processed: Input[Artifact], musicops_home
 
     from musicops.audio.checks import CheckResult
     from musicops.components.runtime import component_settings
-    from musicops.generation.batch import ProcessedClip, plan_from_json, store_clip
+    from musicops.generation.delivery import ProcessedClip, store_clip
+    from musicops.generation.shards import plan_from_json
     from musicops.store.assets import open_asset_store
     from musicops.store.provenance import ProvenanceDB
 
@@ -141,7 +146,8 @@ def summarize_batch(plan: Input[Artifact], stored: list, musicops_home: str, mlf
     import json
 
     from musicops.components.runtime import component_settings
-    from musicops.generation.batch import plan_from_json, summarize_plan
+    from musicops.generation.batch import summarize_plan
+    from musicops.generation.shards import plan_from_json
 
     settings = component_settings(musicops_home, mlflow_tracking_uri)
     with open(plan.path) as handle:

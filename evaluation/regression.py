@@ -264,7 +264,8 @@ def run_floors(candidate: str, suite_path: str | Path = DEFAULT_SUITE,
 
 
 def _generate(suite: Suite, model: str, settings: Settings) -> Any:
-    from musicops.generation.batch import BatchOptions, run_batch
+    from musicops.generation.batch import run_batch
+    from musicops.generation.planning import BatchOptions
     from musicops.generation.prompts import WorkItem
     from musicops.store.cache import normalize_prompt
 
@@ -286,7 +287,7 @@ def run_regression(candidate: str, baseline: str, suite_path: str | Path = DEFAU
         paired_bootstrap,
         reference_set_hash,
     )
-    from musicops.generation.batch import BatchOptions
+    from musicops.generation.planning import BatchOptions
 
     settings = (settings or get_settings()).ensure()
     suite = load_suite(suite_path)

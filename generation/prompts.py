@@ -128,6 +128,21 @@ def derived_seed(normalized_prompt: str, occurrence: int = 0) -> int:
     return int.from_bytes(digest[:4], "big") % (MAX_SEED + 1)
 
 
+def cli_items(prompts: list[str], duration_s: float, seed: int) -> list[WorkItem]:
+    """Work items for prompts typed on the command line (seed, seed+1, ...), checked like a file's."""
+    items, errors = [], []
+    for number, prompt in enumerate(prompts, start=1):
+        try:
+            line = validate_record(number, {"prompt": prompt, "duration_s": duration_s})
+        except ValueError as exc:
+            errors.append(LineError(number, str(exc)))
+            continue
+        items.append(WorkItem(number, 0, line.prompt, normalize_prompt(line.prompt), line.duration_s, seed + number - 1))
+    if errors:
+        raise PromptsFileError("--prompt", errors)
+    return items
+
+
 def _jsonl_records(text: str) -> tuple[list[tuple[int, Any]], list[LineError]]:
     records, errors = [], []
     for line_no, line in enumerate(text.splitlines(), start=1):

@@ -45,7 +45,8 @@ def run_demo(settings: Settings, say: Callable[[str], None], clips: int = 12, st
     from musicops.datasets.manifest import latest_version
     from musicops.datasets.synth import synthesize
     from musicops.evaluation.catalog.store import add_works, list_versions
-    from musicops.generation.batch import BatchOptions, run_batch
+    from musicops.generation.batch import run_batch
+    from musicops.generation.planning import BatchOptions
     from musicops.models.musicgen import TransformersMusicGen
     from musicops.pipelines.local import run_local
     from musicops.registry import configure_mlflow

@@ -18,7 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from musicops import __version__
 from musicops.config import Settings, get_settings
 from musicops.errors import MusicopsError
-from musicops.generation.batch import SamplingOptions
+from musicops.generation.planning import SamplingOptions
 from musicops.models.loading import ResolvedModel
 from musicops.serving.config import ServeConfig, torch_threads_from_env
 from musicops.serving.context import RequestContextMiddleware, configure_logging

@@ -32,17 +32,12 @@ from typing import Any
 import numpy as np
 
 from musicops.config import Settings
-from musicops.generation.batch import (
-    BatchOptions,
-    BatchPlan,
-    ClipOutcome,
-    SamplingOptions,
-    batch_metrics,
-    generate_items,
-    item_params,
-    open_batch,
-)
+from musicops.generation.batch import open_batch
+from musicops.generation.metrics import batch_metrics
+from musicops.generation.planning import BatchOptions, BatchPlan, SamplingOptions, item_params
 from musicops.generation.prompts import WorkItem, expand, validate_record
+from musicops.generation.results import ClipOutcome
+from musicops.generation.runner import generate_items
 from musicops.serving.finisher import Finisher, FinishWork, OnDone, Stored
 from musicops.store.assets import open_asset_store
 from musicops.store.cache import cache_key

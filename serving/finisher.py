@@ -36,7 +36,8 @@ from typing import Any
 
 import numpy as np
 
-from musicops.generation.batch import BatchPlan, process_clip, store_clip
+from musicops.generation.delivery import process_clip, store_clip
+from musicops.generation.planning import BatchPlan
 
 log = logging.getLogger(__name__)
 _worker: dict[str, Any] = {}
@@ -89,7 +90,7 @@ def die_with_parent(parent_pid: int) -> None:
 def init_worker(settings: Any, parent_pid: int | None = None) -> None:
     if parent_pid is not None:
         die_with_parent(parent_pid)
-    from musicops.generation.batch import BatchOptions
+    from musicops.generation.planning import BatchOptions
     from musicops.store.assets import open_asset_store
     from musicops.store.provenance import ProvenanceDB
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from musicops.config import Settings
-from musicops.generation.batch import model_identity
+from musicops.generation.planning import model_identity
 from musicops.models.base import MusicModel
 from musicops.models.loading import ResolvedModel, load_model, resolve_model
 

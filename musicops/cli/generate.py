@@ -13,7 +13,7 @@ app = typer.Typer(no_args_is_help=True)
 
 def _options(batch_size: int, no_cache: bool, target_lufs: float, ceiling: float, price: float | None) -> object:
     from musicops.audio.postprocess import PostProcessSettings
-    from musicops.generation.batch import BatchOptions
+    from musicops.generation.planning import BatchOptions
 
     return BatchOptions(batch_size=batch_size, use_cache=not no_cache, price_per_hour=price,
                         postprocess=PostProcessSettings(target_lufs=target_lufs, true_peak_dbtp=ceiling))
@@ -45,8 +45,9 @@ def batch(
 
 def generate_prompts(prompts: list[str], model: str, duration: float, seed: int, out: Path | None) -> None:
     """Shared by `musicops models generate`: prompts from the command line, same machinery."""
-    from musicops.generation.batch import BatchOptions, cli_items, run_batch
-    from musicops.generation.prompts import PromptsFileError
+    from musicops.generation.batch import run_batch
+    from musicops.generation.planning import BatchOptions
+    from musicops.generation.prompts import PromptsFileError, cli_items
     from musicops.registry import ModelNotFoundError
 
     try:
@@ -74,7 +75,7 @@ def _run_with_progress(run: object) -> object:
 def _report(result: object, out: Path | None) -> None:
     from rich.table import Table
 
-    from musicops.generation.batch import deliver
+    from musicops.generation.delivery import deliver
     from musicops.models.tiny import TINY_NOTICE, TINY_PRESET
 
     plan = result.plan  # type: ignore[attr-defined]

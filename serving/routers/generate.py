@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
-from musicops.generation.batch import SamplingOptions
+from musicops.generation.planning import SamplingOptions
 from musicops.serving.engine import GenerationError, request_items
 from musicops.serving.keys import ApiKey
 from musicops.serving.routers.deps import api_key, service

@@ -19,7 +19,8 @@ from helpers.registry import register_tiny
 from musicops.audio.encode import read_tags
 from musicops.audio.measure import integrated_loudness, true_peak_dbtp
 from musicops.config import get_settings
-from musicops.generation.batch import BatchOptions, run_batch
+from musicops.generation.batch import run_batch
+from musicops.generation.planning import BatchOptions
 from musicops.generation.prompts import PromptsFileError
 from musicops.registry import ModelNotFoundError
 from musicops.store.assets import TEMP_PREFIX, open_asset_store

@@ -9,7 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from musicops.generation import prompts
-from musicops.generation.batch import SamplingOptions
+from musicops.generation.planning import SamplingOptions
 from musicops.models import sampling as sp
 from musicops.models.base import GenerationParams
 from musicops.serving import config as serve_config

@@ -75,7 +75,8 @@ def test_sync_generate_is_the_batch_pipeline(server, client, serve_home, tmp_pat
 
     # The batch pipeline with the same line, planned for the key's tenant ("main": each tenant has its
     # own cache), hits the API's asset: same keys, assets and provenance.
-    from musicops.generation.batch import BatchOptions, run_batch
+    from musicops.generation.batch import run_batch
+    from musicops.generation.planning import BatchOptions
 
     prompts = tmp_path / "p.jsonl"
     prompts.write_text(json.dumps({"prompt": request["prompt"], "duration_s": 0.5, "seed": 11}) + "\n")

@@ -171,7 +171,7 @@ def test_a_clip_failing_in_a_worker_fails_alone_and_the_pool_survives(tmp_path) 
     import numpy as np
 
     from musicops.config import get_settings
-    from musicops.generation.batch import BatchOptions, BatchPlan
+    from musicops.generation.planning import BatchOptions, BatchPlan
     from musicops.serving import finisher
     from musicops.serving.engine import request_items
 

@@ -33,7 +33,7 @@ def test_a_chosen_subset_and_renames_change_the_hash(tmp_path) -> None:
 def test_a_local_model_directory_keeps_the_identity_its_cache_keys_were_made_with(tmp_path) -> None:
     """Cache keys contain the model identity: these bytes were the `dir:` identity before the directory
     hash had one home (path then content, no separator); a change would orphan every cached asset."""
-    from musicops.generation.batch import model_identity
+    from musicops.generation.planning import model_identity
     from musicops.models.loading import ResolvedModel
 
     root = tmp_path / "model"

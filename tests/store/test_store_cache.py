@@ -76,7 +76,7 @@ def test_cache_keys_are_pinned() -> None:
 def test_batch_keys_are_pinned() -> None:
     """The whole derivation a prompts-file line goes through (validation, normalisation, derived seed,
     the batch's default params), so a change to any of them that would orphan assets shows here."""
-    from musicops.generation.batch import BatchOptions, plan_keys
+    from musicops.generation.planning import BatchOptions, plan_keys
     from musicops.generation.prompts import expand, validate_record
 
     options = BatchOptions(log_to_mlflow=False, user="pinned")
