@@ -36,6 +36,7 @@ def mos_campaign(assets_json: str, name: str, method: str, quorum: int, timeout_
                            seed=seed, n_traps=n_traps, announce=lambda line: print(line, flush=True))
     finally:
         service.close()
+    assert run.results is not None  # run_campaign waits for quorum (or raises)
     for key, value in run.results.metrics().items():
         metrics.log_metric(key, value)
     return run.campaign_id

@@ -226,7 +226,7 @@ def render_clip(plan: ClipPlan, seed: int, duration_s: float, sample_rate: int) 
     for b in range(n_bars):
         chord_degree = plan.progression[b % len(plan.progression)]
         start = int(b * bar * sr)
-        length = int(bar * sr)
+        bar_samples = int(bar * sr)
         # Chords: a diatonic triad; piano comps on beats, a pad holds the whole bar.
         for offset in (0, 2, 4):
             freq = _midi_freq(degree_pitch(chord_degree + offset, 0))
@@ -234,7 +234,7 @@ def render_clip(plan: ClipPlan, seed: int, duration_s: float, sample_rate: int) 
                 for hit in range(2):
                     _add(mix, start + int(hit * 2 * beat * sr), _piano(freq, int(2 * beat * sr), sr), 0.18)
             else:
-                _add(mix, start, support(freq, length, sr), 0.22)
+                _add(mix, start, support(freq, bar_samples, sr), 0.22)
         if plan.bass:
             root_freq = _midi_freq(degree_pitch(chord_degree, -1))
             step = beat if plan.drums else 2 * beat

@@ -132,8 +132,8 @@ def validate_manifest(frame: pd.DataFrame, suite_path: str | os.PathLike[str] | 
     raw = _jsonable(result.to_json_dict())
     order = {_key(e.expectation_type, e.configuration.kwargs): i for i, e in enumerate(suite.expectations)}
     outcomes = [_outcome(r) for r in result.results]
-    positions = [order.get(_key(r.expectation_config.type, r.expectation_config.kwargs), len(order))
-                 for r in result.results]
+    configs = [r.expectation_config for r in result.results]  # set on every result of a suite run
+    positions = [order.get(_key(c.type, c.kwargs), len(order)) if c is not None else len(order) for c in configs]
     outcomes = [o for _, o in sorted(zip(positions, outcomes, strict=True), key=lambda pair: pair[0])]
     return ValidationResult(
         success=bool(result.success),

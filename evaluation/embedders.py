@@ -409,7 +409,8 @@ def build_tokenizer() -> Any:
     bpe.train_from_iterator(list(_WORDS) + [" " + word for word in _WORDS], trainer)
     learned = json.loads(bpe.to_str())["model"]
     merges = [tuple(pair) if isinstance(pair, list) else tuple(pair.split(" ")) for pair in learned["merges"]]
-    return RobertaTokenizer(vocab=learned["vocab"], merges=merges, model_max_length=128)
+    # transformers annotates `merges` as list[str]; the tokenizers backend takes (left, right) pairs
+    return RobertaTokenizer(vocab=learned["vocab"], merges=merges, model_max_length=128)  # type: ignore[arg-type]
 
 
 def build_tiny_clap(seed: int = 0) -> tuple[Any, Any]:

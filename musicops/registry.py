@@ -104,6 +104,7 @@ def resolve_version(ref: ModelRef, client: Any | None = None) -> Any:
     try:
         if ref.alias:
             return client.get_model_version_by_alias(ref.name, ref.alias)
+        assert ref.version is not None  # a ModelRef has exactly one of version or alias
         return client.get_model_version(ref.name, ref.version)
     except MlflowException as exc:
         what = f"alias {ref.alias!r}" if ref.alias else f"version {ref.version}"

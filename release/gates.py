@@ -353,10 +353,11 @@ def log_verdicts(report: ReleaseReport, cand: Any, settings: Settings) -> None:
 def write_release_outputs(report: ReleaseReport, out: Path) -> dict[str, Path]:
     """release.json, junit.xml (one test case per gate; skipped gates as <skipped/>), summary.md, release.html."""
     from musicops.reports import JUnitCase, write_junit
+    from musicops.reports.junit import Outcome
 
     out.mkdir(parents=True, exist_ok=True)
     (out / "release.json").write_text(json.dumps(report.to_dict(), indent=2, default=str))
-    outcome = {FAIL: "failure", ERROR: "error", SKIPPED: "skipped"}
+    outcome: dict[str, Outcome] = {FAIL: "failure", ERROR: "error", SKIPPED: "skipped"}
     write_junit(out / "junit.xml", "musicops-release-gates",
                 [JUnitCase(g.name, outcome.get(g.status, "passed"), g.detail) for g in report.gates],
                 classname="musicops.release")

@@ -216,7 +216,8 @@ class Engine:
                 if ready >= self.max_batch_size or self._arriving == 0 or remaining <= 0:
                     break
                 self._cond.wait(remaining)
-            batch, size = [], 0
+            batch: list[Ticket] = []
+            size = 0
             for ticket in list(self._queue):
                 if ticket.compat != first.compat:
                     continue

@@ -125,7 +125,7 @@ def train(model: Any, data: EncodedDataset, config: FineTuneConfig, checkpoint_d
         result.losses.append(total)
         done = step + 1
         if on_step is not None:
-            on_step(done, {"loss": total, "grad_norm": grad_norm, "lr": scheduler.get_last_lr()[0]})
+            on_step(done, {"loss": total, "grad_norm": grad_norm, "lr": float(scheduler.get_last_lr()[0])})
         if checkpoint_dir is not None and (done % config.checkpoint_every == 0 or done == config.steps):
             save_checkpoint(checkpoint_dir, done, {
                 "step": done, "fingerprint": fingerprint, "losses": result.losses,

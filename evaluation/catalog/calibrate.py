@@ -398,7 +398,7 @@ def _choose(catalog: CatalogVersion, samples: list[_Sample], target_fpr: float, 
         for subset in itertools.combinations(list(null), size):
             fusion = {c: (null[c] if c in subset else None) for c in gate.CHANNELS}
             threshold = threshold_for(np.array([_best(s, fusion)[0] for s in fit_neg]), target_fpr)
-            mean_tpr = float(np.mean([np.mean([_best(s, fusion)[0] >= threshold for s in fit_pos
+            mean_tpr = float(np.mean([np.mean([float(_best(s, fusion)[0] >= threshold) for s in fit_pos
                                                if s.transform == name] or [0.0]) for name in TRANSFORMS]))
             choice["+".join(subset)] = round(mean_tpr, 4)
             # Every channel added brings its own tail into the max: a larger set must earn its place by

@@ -234,13 +234,14 @@ def match(query: Fingerprint | list[Fingerprint], db: FingerprintDB, *, min_vote
     its best-scoring one.
     """
     if isinstance(query, list):
-        best: dict[int, FingerprintMatch] = {}
+        best_by_work: dict[int, FingerprintMatch] = {}
         for variant in query:
             for m in match(variant, db, min_votes=min_votes, max_postings=max_postings,
                            max_candidates=max_candidates):
-                if m.work_id not in best or (m.score, m.votes) > (best[m.work_id].score, best[m.work_id].votes):
-                    best[m.work_id] = m
-        return sorted(best.values(), key=lambda m: (-m.score, -m.votes, m.work_id))
+                kept = best_by_work.get(m.work_id)
+                if kept is None or (m.score, m.votes) > (kept.score, kept.votes):
+                    best_by_work[m.work_id] = m
+        return sorted(best_by_work.values(), key=lambda m: (-m.score, -m.votes, m.work_id))
     if len(query) == 0 or len(db) == 0:
         return []
     lo = np.searchsorted(db.keys, query.hashes, side="left")

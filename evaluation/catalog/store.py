@@ -400,7 +400,7 @@ def _check_same_embedder(previous: CatalogVersion, embedder: Embedder | None) ->
     if (recorded is None) != (embedder is None):
         have = "no embedder" if recorded is None else f"embedder {recorded['embedder']!r}"
         raise CatalogError(f"catalog {previous.ref} was built with {have}; add with the same one")
-    if embedder is not None:
+    if embedder is not None and recorded is not None:  # both or neither, checked above
         check_embedder(embedder, recorded)
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from rich.console import Console
 from rich.markup import escape
@@ -19,7 +19,7 @@ console = Console()
 err_console = Console(stderr=True)
 
 
-def fail(message: str, code: int = 1) -> None:
+def fail(message: str, code: int = 1) -> NoReturn:
     """Print a clear error and exit non-zero (no traceback for expected problems)."""
     import typer
 
@@ -27,7 +27,7 @@ def fail(message: str, code: int = 1) -> None:
     raise typer.Exit(code)
 
 
-def report_error(exc: MusicopsError) -> None:
+def report_error(exc: MusicopsError) -> NoReturn:
     """Print an expected failure as one red `error:` line (no traceback) and exit with its code."""
     import typer
 

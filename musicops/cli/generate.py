@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from musicops.cli.common import console, err_console, fail
 
+if TYPE_CHECKING:
+    from musicops.generation.planning import BatchOptions  # imported when a command runs, not at CLI start
+
 app = typer.Typer(no_args_is_help=True)
 
 
-def _options(batch_size: int, no_cache: bool, target_lufs: float, ceiling: float, price: float | None) -> object:
+def _options(batch_size: int, no_cache: bool, target_lufs: float, ceiling: float, price: float | None) -> BatchOptions:
     from musicops.audio.postprocess import PostProcessSettings
     from musicops.generation.planning import BatchOptions
 

@@ -8,10 +8,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from musicops.config import Settings, get_settings
-from musicops.models.base import ModelInfo, MusicModel
+from musicops.models.base import ModelInfo
 from musicops.models.tiny import TINY_PRESET
+
+if TYPE_CHECKING:
+    from musicops.models.musicgen import TransformersMusicGen  # imports torch: only for the annotation
 
 
 @dataclass(frozen=True)
@@ -55,8 +59,12 @@ def resolve_model(reference: str, settings: Settings | None = None) -> ResolvedM
 
 
 def load_model(reference: str | ResolvedModel, settings: Settings | None = None,
-               device: str | None = None) -> MusicModel:
-    """Load the model a reference names (resolving it first when given a string)."""
+               device: str | None = None) -> TransformersMusicGen:
+    """Load the model a reference names (resolving it first when given a string).
+
+    Every reference loads as the transformers MusicGen backend (audiocraft checkpoints are imported
+    into that format), which fine-tuning relies on.
+    """
     from musicops.models.musicgen import TransformersMusicGen
 
     settings = settings or get_settings()
@@ -74,5 +82,5 @@ def load_model(reference: str | ResolvedModel, settings: Settings | None = None,
             directory = Path(resolved.reference)
         model = TransformersMusicGen.from_dir(directory, info=info, device=device)
     if device and resolved.kind == "preset":
-        model.model.to(device)  # type: ignore[attr-defined]
+        model.model.to(device)
     return model

@@ -74,7 +74,8 @@ class TransformersMusicGen(MusicModel):
         configure_generation(model)
         model.eval()
         if device:
-            model.to(device)
+            # transformers wraps `to` with functools.wraps; mypy then does not bind `self` to the model
+            model.to(device)  # type: ignore[arg-type]
         return cls(model, processor, info or ModelInfo(name=directory.name, source=str(directory)))
 
     def save(self, directory: str | Path) -> Path:

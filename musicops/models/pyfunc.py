@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import mlflow.pyfunc
+import mlflow.models
 import pydantic
+from mlflow.pyfunc import PythonModel  # by name: to mypy, `mlflow.pyfunc` is mlflow's lazy-loader attribute
 
 from musicops.registry import MUSICGEN_ARTIFACT
 
@@ -21,7 +22,7 @@ class GenerateRequest(pydantic.BaseModel):
     duration_s: float = 2.0
 
 
-class MusicGenPyfunc(mlflow.pyfunc.PythonModel):
+class MusicGenPyfunc(PythonModel):
     """Input: a list of {prompt, seed, duration_s}. Output: one base64 WAV per request."""
 
     def load_context(self, context: Any) -> None:
@@ -29,7 +30,9 @@ class MusicGenPyfunc(mlflow.pyfunc.PythonModel):
 
         self._model = TransformersMusicGen.from_dir(context.artifacts[MUSICGEN_ARTIFACT])
 
-    def predict(self, model_input: list[GenerateRequest], params: dict[str, Any] | None = None) -> list[str]:
+    # MLflow's newer predict signature, without `context`; the base class still declares the old one
+    def predict(self, model_input: list[GenerateRequest],  # type: ignore[override]
+                params: dict[str, Any] | None = None) -> list[str]:
         """One base64-encoded 16-bit WAV per request (MLflow validates requests from the type hints)."""
         import base64
         import io

@@ -115,7 +115,7 @@ def build_tiny_musicgen(seed: int = 0) -> tuple[Any, Any]:
         num_layers=1,
         num_decoder_layers=1,
         num_heads=4,
-        decoder_start_token_id=0,
+        decoder_start_token_id=0,  # type: ignore[call-arg]  # accepted as **kwargs; not in the typed signature
     )
     audio = EncodecConfig(
         sampling_rate=SAMPLE_RATE,
@@ -139,7 +139,7 @@ def build_tiny_musicgen(seed: int = 0) -> tuple[Any, Any]:
         max_position_embeddings=2048,
         pad_token_id=CODEBOOK_SIZE,
         bos_token_id=CODEBOOK_SIZE,
-        decoder_start_token_id=CODEBOOK_SIZE,
+        decoder_start_token_id=CODEBOOK_SIZE,  # type: ignore[call-arg]  # accepted as **kwargs; not in the typed signature
     )
     config = MusicgenConfig(text_encoder=text, audio_encoder=audio, decoder=decoder)
     generator_state = torch.random.get_rng_state()

@@ -47,7 +47,7 @@ async def generate_outcomes(svc: Service, key: ApiKey, body: Any, source: str) -
         raise
 
 
-def build_router(GenerateRequest: type, StreamRequest: type) -> APIRouter:  # noqa: N803 - model classes
+def build_router(GenerateRequest: Any, StreamRequest: Any) -> APIRouter:  # noqa: N803 - model classes, built per server config
     router = APIRouter(prefix="/v1", tags=["generate"], responses=ERROR_RESPONSES)
 
     @router.post("/generate", response_model=GenerateResponse, summary="Generate audio and wait for it")

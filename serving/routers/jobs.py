@@ -40,7 +40,7 @@ def render_job(svc: Service, request: Request, job: Job) -> dict[str, Any]:
             "status_url": f"{svc.base_url(request)}/v1/jobs/{job.job_id}"}
 
 
-def build_router(JobRequest: type) -> APIRouter:  # noqa: N803 - model class
+def build_router(JobRequest: Any) -> APIRouter:  # noqa: N803 - model class, built per server config
     router = APIRouter(prefix="/v1", tags=["jobs"], responses=ERROR_RESPONSES)
 
     @router.post("/jobs", status_code=202, response_model=JobOut, summary="Queue a generation job")
