@@ -34,10 +34,10 @@ def campaign_results(campaign: Campaign, assets: Sequence[CampaignAsset], raters
                      confidence: float = 0.95) -> CampaignResults:
     """Results of `campaign` from its assets, its raters (rater id -> screened out) and the
     (rater id, asset id, score) ratings of its "rate" items."""
-    valid = [(rater, asset, score) for rater, asset, score in ratings if not raters.get(rater, True)]
+    valid = [(rater, asset_id, score) for rater, asset_id, score in ratings if not raters.get(rater, True)]
     by_asset: dict[str, list[tuple[str, float]]] = {}
-    for rater, asset, score in valid:
-        by_asset.setdefault(asset, []).append((rater, score))
+    for rater, asset_id, score in valid:
+        by_asset.setdefault(asset_id, []).append((rater, score))
 
     asset_scores = []
     for asset in assets:
@@ -63,9 +63,9 @@ def campaign_results(campaign: Campaign, assets: Sequence[CampaignAsset], raters
     column = {asset_id: j for j, asset_id in enumerate(test_ids)}
     row = {rater: i for i, rater in enumerate(valid_raters)}
     matrix = [[math.nan] * len(test_ids) for _ in valid_raters]
-    for rater, asset, score in valid:
-        if asset in column:
-            matrix[row[rater]][column[asset]] = score
+    for rater, asset_id, score in valid:
+        if asset_id in column:
+            matrix[row[rater]][column[asset_id]] = score
     alpha = krippendorff_alpha(matrix, alpha_level) if valid_raters else math.nan
 
     quorum_met = all(len(by_asset.get(asset_id, [])) >= campaign.quorum for asset_id in test_ids)
