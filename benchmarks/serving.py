@@ -215,7 +215,7 @@ def main() -> None:
                                   "cpus": os.cpu_count()}
     for name, batch in (("batched", args.clients), ("one_at_a_time", 1)):
         home = root / name
-        store = KeyStore.for_home(get_settings(home).ensure().home)
+        store = KeyStore.for_settings(get_settings(home).ensure())
         key = store.create("bench")[1]
         store.close()
         server = Server(home, ["--model", "musicgen-tiny", "--max-batch-size", str(batch), "--max-wait-ms", "10",

@@ -5,8 +5,8 @@ kfp.local's SubprocessRunner ignores it and uses the current interpreter.
 
 from __future__ import annotations
 
-import os
-
 from musicops import __version__
+from musicops.config import get_settings
 
-COMPONENT_IMAGE = os.environ.get("MUSICOPS_KFP_IMAGE", f"musicops:{__version__}")
+# Read when the pipeline modules are imported (i.e. at compile time): `MUSICOPS_KFP_IMAGE`.
+COMPONENT_IMAGE = get_settings().kfp_image or f"musicops:{__version__}"

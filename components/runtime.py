@@ -1,24 +1,26 @@
-"""What every musicops kfp component does first: point the library at the right state and stores.
+"""What every musicops kfp component does first: build the settings it runs with, and pin torch threads.
 
-Components receive the state directory and tracking URI as plain parameters (empty = defaults),
-so the same compiled pipeline runs under kfp.local or on a cluster with a real MLflow server.
+Components receive the state directory and tracking URI as plain parameters (empty = the task's
+environment, which a cluster sets with `set_env_variable` / Kubernetes secrets), so the same compiled
+pipeline runs under kfp.local or on a cluster with a real MLflow server. The values are passed down
+as a `Settings` object; the process environment is never written.
 """
 
 from __future__ import annotations
-
-import os
 
 from musicops.config import Settings, get_settings
 
 
 def component_settings(musicops_home: str = "", mlflow_tracking_uri: str = "") -> Settings:
-    if musicops_home:
-        os.environ["MUSICOPS_HOME"] = musicops_home
-    if mlflow_tracking_uri:
-        os.environ["MLFLOW_TRACKING_URI"] = mlflow_tracking_uri
-    threads = os.environ.get("MUSICOPS_TORCH_THREADS")
-    if threads:
-        import torch
+    from musicops.models.threads import apply_torch_threads
 
-        torch.set_num_threads(int(threads))
-    return get_settings().ensure()
+    overrides: dict[str, str] = {}
+    if musicops_home:
+        overrides["home"] = musicops_home
+    if mlflow_tracking_uri:
+        overrides["mlflow_tracking_uri"] = mlflow_tracking_uri
+    settings = get_settings()
+    if overrides:
+        settings = settings.replace(**overrides)
+    apply_torch_threads(settings)
+    return settings.ensure()

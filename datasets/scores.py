@@ -12,7 +12,6 @@ because the latter expands repeats and fails on many corpus files ("badly formed
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
@@ -103,7 +102,10 @@ class ParsedScore:
 
 def find_soundfont() -> Path:
     """The General MIDI soundfont FluidSynth renders with (MUSICOPS_SOUNDFONT overrides)."""
-    candidates = [os.environ["MUSICOPS_SOUNDFONT"]] if os.environ.get("MUSICOPS_SOUNDFONT") else []
+    from musicops.config import get_settings
+
+    configured = get_settings().soundfont
+    candidates = [str(configured)] if configured else []
     for candidate in [*candidates, *SOUNDFONT_CANDIDATES]:
         if Path(candidate).is_file():
             return Path(candidate)

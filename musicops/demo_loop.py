@@ -108,7 +108,7 @@ def serve_once(settings: Settings, model: str) -> tuple[dict[str, Any], dict[str
     """Start `musicops serve` on a free loopback port, call /v1/generate once, fetch the audit record."""
     from musicops.serving.keys import KeyStore
 
-    store = KeyStore.for_home(settings.home)
+    store = KeyStore.for_settings(settings)
     try:
         _, secret = store.create(f"demo-{int(time.time())}", quota_minutes=10)
     finally:

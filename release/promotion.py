@@ -12,12 +12,11 @@ second call, without any gate).
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from musicops.config import Settings, current_user
+from musicops.config import Settings, current_user, get_settings
 from musicops.errors import MusicopsError
 
 CHAMPION, PREVIOUS = "champion", "previous"
@@ -46,16 +45,15 @@ def previous_alias(alias: str) -> str:
     return PREVIOUS if alias == CHAMPION else f"{alias}-{PREVIOUS}"
 
 
-def commercial_aliases() -> set[str]:
+def commercial_aliases(settings: Settings | None = None) -> set[str]:
     """Aliases whose models are used commercially (MUSICOPS_COMMERCIAL_ALIASES, comma-separated)."""
-    raw = os.environ.get("MUSICOPS_COMMERCIAL_ALIASES", "")
-    return {alias.strip() for alias in raw.split(",") if alias.strip()}
+    return set((settings or get_settings()).commercial_aliases)
 
 
-def licence_blocks(licence: str | None, alias: str) -> str | None:
+def licence_blocks(licence: str | None, alias: str, settings: Settings | None = None) -> str | None:
     """A reason when non-commercial weights would be promoted to a commercial alias, else None."""
     text = (licence or "").lower()
-    if alias in commercial_aliases() and any(marker in text for marker in NON_COMMERCIAL):
+    if alias in commercial_aliases(settings) and any(marker in text for marker in NON_COMMERCIAL):
         return (f"licence {licence!r} is non-commercial (MusicGen's released weights are CC-BY-NC-4.0) and "
                 f"alias {alias!r} is configured as commercial (MUSICOPS_COMMERCIAL_ALIASES)")
     return None
@@ -138,10 +136,10 @@ def promote(name: str, version: str, settings: Settings | None = None, alias: st
     overridden = not gates_passed
     if overridden and not (override_reason or "").strip():
         raise PromotionError("a gate failed: promotion needs --override-reason TEXT (recorded on the version)")
-    reason = licence_blocks(target.tags.get("musicops.licence"), alias)
+    reason = licence_blocks(target.tags.get("musicops.licence"), alias, settings)
     if reason:
         raise PromotionError(reason)
-    user = user or current_user()
+    user = user or current_user(settings)
     now = datetime.now(UTC).isoformat(timespec="seconds")
     record = None
     if overridden:
@@ -186,7 +184,7 @@ def rollback(name: str, settings: Settings | None = None, alias: str = CHAMPION)
         raise PromotionError(f"nothing further to roll back to: @{alias} of {name!r} is v{current} and no earlier "
                              "holder is recorded (versions already rolled back from are not re-promoted)")
     target = remaining[-1]
-    now, user = datetime.now(UTC).isoformat(timespec="seconds"), current_user()
+    now, user = datetime.now(UTC).isoformat(timespec="seconds"), current_user(settings)
     client.set_registered_model_alias(name, alias, target)
     _save_history(client, name, alias, remaining)
     _set_previous(client, name, alias, remaining)

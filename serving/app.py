@@ -20,7 +20,7 @@ from musicops.config import Settings, get_settings
 from musicops.errors import MusicopsError
 from musicops.generation.planning import SamplingOptions
 from musicops.models.loading import ResolvedModel
-from musicops.serving.config import ServeConfig, torch_threads_from_env
+from musicops.serving.config import ServeConfig
 from musicops.serving.context import RequestContextMiddleware, configure_logging
 from musicops.serving.engine import Engine, request_items
 from musicops.serving.jobs import Job, JobRunner, JobStore
@@ -29,7 +29,7 @@ from musicops.serving.metrics import ServerMetrics
 from musicops.serving.model_manager import ModelManager
 from musicops.serving.schemas import request_models
 from musicops.serving.service import ApiError, Service, error_response
-from musicops.serving.signing import UrlSigner, load_secret
+from musicops.serving.signing import UrlSigner, serve_secret
 
 log = logging.getLogger(__name__)
 
@@ -112,9 +112,9 @@ def build_service(config: ServeConfig, settings: Settings | None = None,
     manager = ModelManager(config.model, settings, config.poll_interval_s, metrics, initial)
     engine = Engine(manager, settings, config.max_batch_size, config.max_wait_ms, metrics, config.formats,
                     config.finish_processes)
-    keys = KeyStore.for_home(settings.home)
-    jobs = JobStore.for_home(settings.home, config.port)
-    signer = UrlSigner(load_secret(serve_dir), config.url_ttl_s)
+    keys = KeyStore.for_settings(settings)
+    jobs = JobStore.for_settings(settings, config.port)
+    signer = UrlSigner(serve_secret(serve_dir, settings), config.url_ttl_s)
 
     def plan_job(job: Job) -> Any:
         request = job.request
@@ -210,13 +210,17 @@ def create_app(config: ServeConfig | None = None, settings: Settings | None = No
     return app
 
 
-def run_server(config: ServeConfig, initial: ResolvedModel | None = None, log_level: str = "info") -> None:
+def run_server(config: ServeConfig, initial: ResolvedModel | None = None, log_level: str = "info",
+               settings: Settings | None = None) -> None:
     import uvicorn
 
+    from musicops.models.threads import apply_torch_threads
+
     configure_logging(log_level)
-    torch_threads_from_env()
+    settings = settings or get_settings(config.home)
+    apply_torch_threads(settings)
     try:
-        app = create_app(config, initial=initial)
+        app = create_app(config, settings=settings, initial=initial)
     except OSError as exc:  # state directory, store or database path unusable
         where = f" ({exc.filename})" if exc.filename else ""
         raise StartupError(f"cannot start the server: {exc.strerror or exc}{where}") from exc

@@ -7,7 +7,6 @@ tighten them.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -64,11 +63,3 @@ class ServeConfig:
         if not MIN_BODY_BYTES <= self.max_body_bytes <= 1 << 30:
             raise ValueError(f"max_body_bytes must be in [{MIN_BODY_BYTES}, {1 << 30}], got {self.max_body_bytes}")
 
-
-def torch_threads_from_env() -> None:
-    """Honour MUSICOPS_TORCH_THREADS (tests and benchmarks pin one thread) in the server process."""
-    threads = os.environ.get("MUSICOPS_TORCH_THREADS")
-    if threads:
-        import torch
-
-        torch.set_num_threads(int(threads))

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import socket
 import threading
 import time
@@ -38,6 +37,7 @@ from urllib.parse import urlsplit
 from sqlalchemy import JSON, Float, Integer, String, Text, func, or_, select, update
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
+from musicops.config import Settings, get_settings
 from musicops.serving.keys import as_url, serving_database_url
 from musicops.store import migrations
 from musicops.store.database import is_sqlite, make_engine, new_metadata
@@ -46,9 +46,6 @@ from musicops.store.provenance import UTCDateTime
 log = logging.getLogger(__name__)
 STATES = ("queued", "running", "succeeded", "failed")
 MAX_ATTEMPTS = 3
-LEASE_ENV = "MUSICOPS_JOB_LEASE_S"
-REPLICA_ENV = "MUSICOPS_REPLICA_ID"
-DEFAULT_LEASE_S = 30.0
 LOCAL_REPLICA = "local"  # the embedded SQLite queue has one owner: whichever process runs on it
 
 
@@ -110,20 +107,19 @@ def _job(row: JobRow) -> Job:
     return Job(**{name: getattr(row, name) for name in Job.__dataclass_fields__})
 
 
-def replica_id(url: str, port: int | None = None) -> str:
+def replica_id(url: str, port: int | None = None, settings: Settings | None = None) -> str:
     """Who claims jobs: `MUSICOPS_REPLICA_ID`, else host:port on a shared database, else 'local'."""
-    if os.environ.get(REPLICA_ENV):
-        return os.environ[REPLICA_ENV]
+    configured = (settings or get_settings()).replica_id
+    if configured:
+        return configured
     if is_sqlite(url):
         return LOCAL_REPLICA
     return f"{socket.gethostname()}:{port or 0}"
 
 
-def lease_seconds() -> float:
-    value = float(os.environ.get(LEASE_ENV, DEFAULT_LEASE_S))
-    if not 0.5 <= value <= 3600:
-        raise ValueError(f"{LEASE_ENV} must be in [0.5, 3600] seconds, got {value}")
-    return value
+def lease_seconds(settings: Settings | None = None) -> float:
+    """How long a claimed job stays claimed without a heartbeat (`MUSICOPS_JOB_LEASE_S`, 0.5-3600)."""
+    return (settings or get_settings()).job_lease_s
 
 
 class JobStore:
@@ -137,9 +133,9 @@ class JobStore:
         self.lease = timedelta(seconds=lease_s if lease_s is not None else lease_seconds())
 
     @classmethod
-    def for_home(cls, home: Path, port: int | None = None) -> JobStore:
-        url = serving_database_url(home, "jobs.db")
-        return cls(url, replica=replica_id(url, port))
+    def for_settings(cls, settings: Settings, port: int | None = None) -> JobStore:
+        url = serving_database_url(settings, "jobs.db")
+        return cls(url, replica=replica_id(url, port, settings), lease_s=lease_seconds(settings))
 
     def close(self) -> None:
         self.engine.dispose()

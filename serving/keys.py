@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import math
-import os
 import re
 import secrets
 import threading
@@ -35,12 +34,12 @@ from sqlalchemy import Boolean, Float, String, case, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
+from musicops.config import Settings
 from musicops.store import migrations
 from musicops.store.database import is_sqlite, make_engine, new_metadata
 from musicops.store.provenance import UTCDateTime
 
 KEY_PREFIX = "mko"
-SERVING_DATABASE_ENV = "MUSICOPS_SERVING_DATABASE_URL"
 _KEY = re.compile(r"^mko_([0-9a-f]{12})_([A-Za-z0-9_-]{20,128})$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(?:/\s*(s|sec|second|m|min|minute|h|hour))?\s*$")
@@ -124,10 +123,10 @@ def _digest(salt: str, secret: str) -> str:
     return hashlib.sha256(bytes.fromhex(salt) + secret.encode()).hexdigest()
 
 
-def serving_database_url(home: Path, file_name: str) -> str:
+def serving_database_url(settings: Settings, file_name: str) -> str:
     """`MUSICOPS_SERVING_DATABASE_URL` (keys and jobs share it: several replicas, one database),
     else the embedded SQLite file `<state>/serve/<file_name>`."""
-    return os.environ.get(SERVING_DATABASE_ENV) or f"sqlite:///{Path(home) / 'serve' / file_name}"
+    return settings.serving_database(file_name)
 
 
 def as_url(location: str | Path) -> str:
@@ -160,8 +159,8 @@ class KeyStore:
         self._cache: dict[str, tuple[float, ApiKeyRow | None]] = {}
 
     @classmethod
-    def for_home(cls, home: Path) -> KeyStore:
-        return cls(serving_database_url(home, "keys.db"))
+    def for_settings(cls, settings: Settings) -> KeyStore:
+        return cls(serving_database_url(settings, "keys.db"))
 
     def close(self) -> None:
         self.engine.dispose()

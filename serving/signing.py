@@ -1,8 +1,10 @@
-"""Expiring HMAC-signed asset URLs: `/v1/assets/{id}?fmt=wav&exp=<unix s>&sig=<base64url>`.
+"""Expiring signed asset URLs: `/v1/assets/{id}?fmt=wav&exp=<unix s>&sig=<base64url>`, and webhook bodies.
 
 The secret comes from `MUSICOPS_SERVE_SECRET` or, failing that, from `<state>/serve/secret`
 (generated on first start with mode 0600). Anyone holding a signed URL can fetch that one file
-until it expires; nothing else is granted. Signatures are compared in constant time.
+until it expires; nothing else is granted. Signatures come from the platform's one signer
+(`musicops.signing.PurposeSigner`, purposes `asset-url` and `webhook`) and are compared in constant
+time. URLs signed before the move to that signer no longer verify (they expire within the TTL anyway).
 
 The HMAC covers the tenant the asset belongs to (read from its provenance record when verifying), so
 a signature is bound to (tenant, asset, format, expiry): URLs are only minted for a key that may see
@@ -12,37 +14,38 @@ from before tenancy (`musicops-asset-v1`) no longer verify; `GET /v1/audit/{id}`
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import logging
 import time
 from pathlib import Path
 
+from musicops.config import Settings
+from musicops.signing import PurposeSigner, load_secret
+
 log = logging.getLogger(__name__)
-SECRET_ENV = "MUSICOPS_SERVE_SECRET"
 SECRET_FILE = "secret"
 
 
-def load_secret(serve_dir: Path) -> bytes:
-    """The signing secret: env var first, else the state dir's 0600 file (created if missing)."""
-    from musicops.store.files import load_secret as load
-
-    return load(Path(serve_dir) / SECRET_FILE, SECRET_ENV)
+def serve_secret(serve_dir: Path, settings: Settings) -> bytes:
+    """The signing secret: `MUSICOPS_SERVE_SECRET` first, else the state dir's 0600 file (created if missing)."""
+    configured = settings.serve_secret.get_secret_value() if settings.serve_secret else None
+    return load_secret(Path(serve_dir) / SECRET_FILE, configured, name="MUSICOPS_SERVE_SECRET")
 
 
 class UrlSigner:
     def __init__(self, secret: bytes, ttl_s: int = 3600) -> None:
         if not secret:
             raise ValueError("empty signing secret")
-        self._secret = secret
+        self._urls = PurposeSigner(secret, "asset-url")
+        self._webhooks = PurposeSigner(secret, "webhook")
         self.ttl_s = ttl_s
 
     def signature(self, asset_id: str, fmt: str, exp: int, tenant: str | None = None) -> str:
         """HMAC over (tenant, asset, format, expiry); tenant None = a batch/CLI asset (no tenant)."""
-        message = f"musicops-asset-v2\n{tenant or ''}\n{asset_id}\n{fmt}\n{int(exp)}".encode()
-        digest = hmac.new(self._secret, message, hashlib.sha256).digest()
-        return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+        return self._urls.signature(self._message(asset_id, fmt, exp, tenant))
+
+    @staticmethod
+    def _message(asset_id: str, fmt: str, exp: int, tenant: str | None) -> str:
+        return f"{tenant or ''}\n{asset_id}\n{fmt}\n{int(exp)}"
 
     def sign(self, asset_id: str, fmt: str, now: float | None = None, tenant: str | None = None) -> tuple[str, int]:
         """(query string, expiry) for one file of an asset of `tenant`."""
@@ -64,10 +67,10 @@ class UrlSigner:
         problem = self.precheck(exp, sig, now)
         if problem is not None or exp is None or sig is None:
             return problem
-        expected = self.signature(asset_id, fmt, exp, tenant)
-        if not hmac.compare_digest(expected.encode(), sig.encode()):
+        if not self._urls.verify(self._message(asset_id, fmt, exp, tenant), sig):
             return "invalid signature"
         return None
 
     def webhook_signature(self, body: bytes) -> str:
-        return "sha256=" + hmac.new(self._secret, b"musicops-webhook-v1\n" + body, hashlib.sha256).hexdigest()
+        """`sha256=<hex HMAC-SHA256 of the body>` under the webhook purpose's key (docs/serving.md)."""
+        return "sha256=" + self._webhooks.hex_digest(body)

@@ -148,7 +148,7 @@ class VectorIndex:
             import faiss
 
             resources = faiss.StandardGpuResources()
-            gpu = faiss.index_cpu_to_gpu(resources, int(os.environ.get("MUSICOPS_FAISS_GPU", "0")), self._index)
+            gpu = faiss.index_cpu_to_gpu(resources, _faiss_gpu_device(), self._index)
             gpu.referenced_resources = resources  # keep the resources alive as long as the index
             self._gpu_index = gpu
             return gpu
@@ -200,3 +200,10 @@ def _as_matrix(vectors: np.ndarray, dim: int) -> np.ndarray:
         raise ValueError("vectors contain NaN/Inf")
     norms = np.linalg.norm(x, axis=1, keepdims=True)
     return np.ascontiguousarray(x / np.where(norms > 0, norms, 1.0), dtype=np.float32)
+
+
+def _faiss_gpu_device() -> int:
+    """Which GPU faiss uses (`MUSICOPS_FAISS_GPU`, default 0)."""
+    from musicops.config import get_settings
+
+    return get_settings().faiss_gpu

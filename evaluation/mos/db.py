@@ -12,9 +12,7 @@ Schema: Alembic history `mos` (musicops/store/migrations/mos), applied when the 
 
 from __future__ import annotations
 
-import os
 from datetime import datetime
-from pathlib import Path
 
 from sqlalchemy import (
     BigInteger,
@@ -124,12 +122,6 @@ class RatingRow(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
-MOS_DATABASE_ENV = "MUSICOPS_MOS_DATABASE_URL"
-
-
-def mos_database_url(home: Path) -> str:
-    """`MUSICOPS_MOS_DATABASE_URL`, else the embedded SQLite file `<state>/mos.db`."""
-    return os.environ.get(MOS_DATABASE_ENV) or f"sqlite:///{Path(home) / 'mos.db'}"
 
 
 def make_engine(url: str) -> Engine:

@@ -9,17 +9,15 @@ leaked database does not leak working links.
 from __future__ import annotations
 
 import hashlib
-import os
 
-MOS_URL_ENV = "MUSICOPS_MOS_URL"
-DEFAULT_MOS_URL = "http://127.0.0.1:8765"
+from musicops.config import Settings, get_settings
 
 
 def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
-def invite_url(token: str, base: str | None = None) -> str:
+def invite_url(token: str, base: str | None = None, settings: Settings | None = None) -> str:
     """The link a rater opens: `{MUSICOPS_MOS_URL}/r/{token}` (default http://127.0.0.1:8765)."""
-    base = (base or os.environ.get(MOS_URL_ENV) or DEFAULT_MOS_URL).rstrip("/")
+    base = (base or (settings or get_settings()).mos_url).rstrip("/")
     return f"{base}/r/{token}"

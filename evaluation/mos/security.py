@@ -1,7 +1,8 @@
 """Security helpers for the MOS rating app: CSRF tokens, the signing secret, admin checks, log redaction.
 
-CSRF tokens are stateless: ``<issued>.<nonce>.<hmac>`` where the HMAC (SHA-256) covers the rater id,
-the form's name, the issue time and the nonce. A token minted for one rater's consent form is
+CSRF tokens are stateless: ``<nonce>.<timestamp>.<signature>`` from the platform's one signer
+(itsdangerous, purpose ``mos-csrf``), where the signature covers the rater id, the form's name, the
+nonce and the issue time. A token minted for one rater's consent form is
 therefore useless for another rater or another form, and verifying it needs no storage. Tokens are
 not single-use on purpose: a double-POST of the same rating form must reach the service, which
 answers it idempotently via the form's ``submission_id``.
@@ -13,17 +14,14 @@ persisted (mode 0600) in the state directory, so restarts and several worker pro
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
 import logging
-import os
 import re
 import secrets
-import time
 from pathlib import Path
 
-SECRET_ENV = "MUSICOPS_MOS_SECRET"
-ADMIN_TOKEN_ENV = "MUSICOPS_MOS_ADMIN_TOKEN"
+from musicops.config import Settings, get_settings
+
 SECRET_FILE = "mos-secret"
 # A rating page left open over lunch must still submit; a leaked token must not live forever.
 DEFAULT_CSRF_MAX_AGE_S = 24 * 3600
@@ -36,55 +34,51 @@ def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
-def load_secret(home: Path | None = None) -> bytes:
+def load_secret(home: Path | None = None, settings: Settings | None = None) -> bytes:
     """The HMAC key: ``MUSICOPS_MOS_SECRET`` if set, else ``<home>/mos-secret`` (created 0600 when missing).
 
-    Without ``home`` (and without the env var) the secret is random per process: forms rendered by
+    Without ``home`` (and without the variable) the secret is random per process: forms rendered by
     one process do not verify in another.
     """
-    from musicops.store.files import load_secret as load
+    from musicops.signing import load_secret as load
 
-    return load(None if home is None else Path(home) / SECRET_FILE, SECRET_ENV)
+    configured = (settings or get_settings()).mos_secret
+    return load(None if home is None else Path(home) / SECRET_FILE,
+                configured.get_secret_value() if configured else None, name="MUSICOPS_MOS_SECRET")
 
 
 class CsrfSigner:
-    """Mint and check CSRF tokens bound to (rater id, form name)."""
+    """Mint and check CSRF tokens bound to (rater id, form name), with the platform's one signer
+    (`musicops.signing.PurposeSigner`, purpose `mos-csrf`). A token is `<nonce>.<timestamp>.<signature>`;
+    the rater id and form are signed with it but not carried, so a token verifies only for them."""
 
     def __init__(self, secret: bytes, max_age_s: float = DEFAULT_CSRF_MAX_AGE_S) -> None:
+        from musicops.signing import PurposeSigner
+
         if len(secret) < _MIN_SECRET_BYTES:
             raise ValueError("CSRF secret too short")
-        self._key = hashlib.sha256(b"musicops-mos-csrf-v1\x00" + secret).digest()
+        self._signer = PurposeSigner(secret, "mos-csrf")
         self.max_age_s = max_age_s
 
-    def _mac(self, rater_id: str, form: str, issued: str, nonce: str) -> str:
-        msg = "\x00".join(("v1", str(rater_id), form, issued, nonce)).encode()
-        return _b64(hmac.new(self._key, msg, hashlib.sha256).digest())
+    @staticmethod
+    def _bound(rater_id: str, form: str) -> str:
+        return f"{rater_id}\x00{form}\x00"
 
-    def issue(self, rater_id: str, form: str, now: float | None = None) -> str:
-        issued = str(int(time.time() if now is None else now))
-        nonce = _b64(secrets.token_bytes(12))
-        return f"{issued}.{nonce}.{self._mac(rater_id, form, issued, nonce)}"
+    def issue(self, rater_id: str, form: str) -> str:
+        bound = self._bound(str(rater_id), form)
+        return self._signer.sign_timed(bound + _b64(secrets.token_bytes(12)))[len(bound):]
 
-    def verify(self, token: str | None, rater_id: str, form: str, now: float | None = None) -> bool:
+    def verify(self, token: str | None, rater_id: str, form: str) -> bool:
         """True only for an untampered, unexpired token minted for this rater and form (constant-time)."""
-        if not token or not isinstance(token, str) or len(token) > 200:
+        if not token or not isinstance(token, str) or len(token) > 200 or token.count(".") != 2:
             return False
-        parts = token.split(".")
-        if len(parts) != 3:
-            return False
-        issued, nonce, mac = parts
-        if not issued.isdigit():
-            return False
-        expected = self._mac(rater_id, form, issued, nonce)
-        if not hmac.compare_digest(expected.encode(), mac.encode()):
-            return False
-        age = (time.time() if now is None else now) - int(issued)
-        return -60 <= age <= self.max_age_s
+        return self._signer.unsign_timed(self._bound(str(rater_id), form) + token, self.max_age_s) is not None
 
 
-def admin_token() -> str | None:
+def admin_token(settings: Settings | None = None) -> str | None:
     """The results-page admin token (``MUSICOPS_MOS_ADMIN_TOKEN``), or None when unset."""
-    return os.environ.get(ADMIN_TOKEN_ENV) or None
+    configured = (settings or get_settings()).mos_admin_token
+    return configured.get_secret_value() if configured else None
 
 
 def check_admin(supplied: str | None, client_host: str | None, expected: str | None) -> bool:

@@ -29,7 +29,6 @@ Design choices (and why):
 from __future__ import annotations
 
 import math
-import os
 import secrets
 import time
 from datetime import UTC, datetime
@@ -40,10 +39,10 @@ from sqlalchemy import and_, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
+from musicops.config import Settings
 from musicops.evaluation.mos import qc
 from musicops.evaluation.mos.assignment import plan_assignment, validate_assets
 from musicops.evaluation.mos.db import (
-    MOS_DATABASE_ENV,
     CampaignAssetRow,
     CampaignRow,
     ItemRow,
@@ -108,13 +107,13 @@ class MosService:
         create_tables(self.engine)
 
     @classmethod
-    def from_settings(cls, settings: Any = None) -> MosService:
-        """`MUSICOPS_MOS_DATABASE_URL`, else `sqlite:///{home}/mos.db`."""
+    def from_settings(cls, settings: Settings | None = None) -> MosService:
+        """`MUSICOPS_MOS_DATABASE_URL`, else `sqlite:///{home}/mos.db` (`Settings.mos_database`)."""
         if settings is None:
             from musicops.config import get_settings
 
             settings = get_settings()
-        return cls(os.environ.get(MOS_DATABASE_ENV) or f"sqlite:///{Path(settings.home) / 'mos.db'}")
+        return cls(settings.mos_database)
 
     def __repr__(self) -> str:
         from sqlalchemy.engine import make_url

@@ -10,22 +10,22 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from musicops.cli.common import console, err_console
 
+if TYPE_CHECKING:
+    from musicops.config import Settings
+
 app = typer.Typer(no_args_is_help=True)
 
 
-def database_urls(home: Path, provenance_url: str) -> dict[str, str]:
-    """Each history's database URL for a state directory, as the stores themselves resolve it."""
-    from musicops.evaluation.mos.db import mos_database_url
-    from musicops.serving.keys import serving_database_url
-
-    return {"provenance": provenance_url, "mos": mos_database_url(home),
-            "keys": serving_database_url(home, "keys.db"), "jobs": serving_database_url(home, "jobs.db")}
+def database_urls(settings: Settings) -> dict[str, str]:
+    """Each history's database URL for the settings, as the stores themselves resolve it."""
+    return {"provenance": settings.database_url, "mos": settings.mos_database,
+            "keys": settings.serving_database("keys.db"), "jobs": settings.serving_database("jobs.db")}
 
 
 def _missing_sqlite_file(url: str) -> bool:
@@ -46,7 +46,7 @@ def _run(upgrade: bool) -> list[dict[str, Any]]:
 
     settings = get_settings()
     report: list[dict[str, Any]] = []
-    for history, url in database_urls(settings.home, settings.database_url).items():
+    for history, url in database_urls(settings).items():
         if not upgrade and _missing_sqlite_file(url):  # `current` never creates a database
             report.append(migrations.SchemaStatus(history, url, None, None, migrations.head(history)).to_dict()
                           | {"exists": False})

@@ -13,7 +13,7 @@ def _store():  # noqa: ANN202
     from musicops.config import get_settings
     from musicops.serving.keys import KeyStore
 
-    return KeyStore.for_home(get_settings().ensure().home)
+    return KeyStore.for_settings(get_settings().ensure())
 
 
 @app.command("create")

@@ -36,7 +36,6 @@ def serve(
     log_level: str = typer.Option("info", help="debug, info, warning, error."),
 ) -> None:
     """Serve the generation API: sync, async jobs, streaming, signed assets, audit, metrics."""
-    import os
 
     from musicops.config import get_settings
     from musicops.models.loading import resolve_model
@@ -46,8 +45,8 @@ def serve(
     from musicops.serving.config import ServeConfig
     from musicops.store.assets import asset_store_problem
 
-    hosts = tuple(webhook_host or ()) or tuple(
-        h.strip() for h in os.environ.get("MUSICOPS_SERVE_WEBHOOK_HOSTS", "").split(",") if h.strip())
+    settings = get_settings()
+    hosts = tuple(webhook_host or ()) or settings.webhook_hosts
     try:
         config = ServeConfig(model=model, host=host, port=port, poll_interval_s=poll_interval,
                              max_batch_size=max_batch_size, max_wait_ms=max_wait_ms, job_concurrency=job_concurrency,
@@ -56,14 +55,14 @@ def serve(
                              max_variations=max_variations, url_ttl_s=url_ttl, webhook_hosts=hosts,
                              require_keys=not no_auth, public_url=public_url, max_body_bytes=max_body_bytes)
         # Every request writes to the asset store: a path that cannot take a file fails the start.
-        problem = asset_store_problem(get_settings())
+        problem = asset_store_problem(settings)
         if problem is not None:
             _cannot_start(problem)
         # Resolve the alias to a version now: an unknown model fails the start, not the first request.
-        initial = resolve_model(model, get_settings())
+        initial = resolve_model(model, settings)
     except (ModelNotFoundError, ValueError, OSError) as exc:
         fail(str(exc), 2)
     try:
-        run_server(config, initial=initial, log_level=log_level)
+        run_server(config, initial=initial, log_level=log_level, settings=settings)
     except StartupError as exc:
         _cannot_start(str(exc))

@@ -1,4 +1,4 @@
-"""Crash-safe files: atomic writes and the state directory's secrets.
+"""Crash-safe files: atomic writes (the state directory's secrets use them: `musicops.signing`).
 
 Every file a reader may open while it is being produced (assets, manifests, catalog versions,
 reports, checkpoints, exports) is written under a temp name in the target's own directory, flushed
@@ -12,14 +12,12 @@ import contextlib
 import logging
 import os
 import secrets
-import stat
 from collections.abc import Iterator
 from pathlib import Path
 
 log = logging.getLogger(__name__)
 
 TEMP_SUFFIX = ".part"
-MIN_SECRET_BYTES = 32
 
 
 def fsync_dir(path: str | os.PathLike[str]) -> None:
@@ -34,7 +32,7 @@ def fsync_dir(path: str | os.PathLike[str]) -> None:
             os.close(fd)
 
 
-def _create_temp(directory: Path, prefix: str, suffix: str, mode: int | None) -> Path:
+def create_temp(directory: Path, prefix: str, suffix: str, mode: int | None) -> Path:
     """A new empty file; with `mode` None its permissions are a plain `open()`'s (0666 less umask)."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
     for _ in range(100):
@@ -63,7 +61,7 @@ def atomic_path(path: str | os.PathLike[str], *, mode: int | None = None, durabl
     another user serves); None gives a plain `open()`'s.
     """
     path = Path(path)
-    tmp = _create_temp(path.parent, f".{path.name}." if prefix is None else prefix, suffix, mode)
+    tmp = create_temp(path.parent, f".{path.name}." if prefix is None else prefix, suffix, mode)
     try:
         yield tmp
         if durable:
@@ -85,50 +83,3 @@ def atomic_write(path: str | os.PathLike[str], data: bytes | str, *, mode: int |
     with atomic_path(path, mode=mode, durable=durable, prefix=prefix, suffix=suffix) as tmp:
         tmp.write_bytes(payload)
     return path
-
-
-def load_secret(path: str | os.PathLike[str] | None, env_name: str, *,
-                min_bytes: int = MIN_SECRET_BYTES) -> bytes:
-    """A signing secret: the env var `env_name` if set, else the file at `path` (created 0600 with a
-    random secret when missing), else (no path) a random one for this process only.
-
-    One rule for every signer (asset URLs, MOS forms): a secret shorter than `min_bytes` is refused
-    rather than used, and a secret file readable by others is restricted to 0600 with a warning.
-    The file is written complete under a temp name and hard-linked into place, so processes
-    starting at once agree on one secret and nobody reads a half-written one.
-    """
-    value = os.environ.get(env_name)
-    if value:
-        if len(value.encode()) < min_bytes:
-            raise ValueError(f"{env_name} is too short: use at least {min_bytes} random bytes")
-        return value.encode()
-    if path is None:
-        return secrets.token_bytes(max(min_bytes, 32))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        return _read_secret(path, min_bytes)
-    except FileNotFoundError:
-        pass
-    tmp = _create_temp(path.parent, f".tmp-{path.name}-", "", 0o600)
-    try:
-        with open(tmp, "wb") as handle:
-            handle.write(secrets.token_urlsafe(48).encode())
-            handle.flush()
-            os.fsync(handle.fileno())
-        with contextlib.suppress(FileExistsError):  # another process won: use its secret
-            os.link(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return _read_secret(path, min_bytes)
-
-
-def _read_secret(path: Path, min_bytes: int) -> bytes:
-    mode = stat.S_IMODE(path.stat().st_mode)
-    if mode & 0o077:
-        log.warning("secret file %s was readable by others (mode %o); restricting it to 0600", path, mode)
-        os.chmod(path, 0o600)
-    data = path.read_bytes().strip()
-    if len(data) < min_bytes:
-        raise ValueError(f"secret file {path} is empty or shorter than {min_bytes} bytes; delete it to regenerate")
-    return data

@@ -11,7 +11,7 @@ import pytest
 from helpers.registry import register_tiny
 from helpers.servers import STORE_VARS, ServerProcess, musicops_serve
 
-from musicops.config import get_settings
+from musicops.config import Settings
 
 
 @pytest.fixture(autouse=True)
@@ -24,11 +24,7 @@ def _own_stores(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def home_settings(home: Path):  # noqa: ANN201 - Settings
     """Settings of a state dir with its embedded stores, whatever the environment says."""
-    import dataclasses
-
-    return dataclasses.replace(get_settings(home), mlflow_tracking_uri=f"sqlite:///{home / 'mlflow.db'}",
-                               mlflow_registry_uri=None, database_url=f"sqlite:///{home / 'provenance.db'}",
-                               asset_store_url=None)
+    return Settings.from_values(home=home)  # no environment: the embedded stores inside `home`
 
 
 @dataclass
@@ -60,7 +56,7 @@ def serve_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def keys(serve_home: Path) -> Keys:
     from musicops.serving.keys import KeyStore
 
-    store = KeyStore.for_home(serve_home)
+    store = KeyStore.for_settings(home_settings(serve_home))
     try:
         return Keys(main=store.create("main")[1], other=store.create("other")[1],
                     tiny_quota=store.create("tiny-quota", quota_minutes=0.01)[1],  # 0.6 s of audio a day

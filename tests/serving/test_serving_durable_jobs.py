@@ -28,7 +28,7 @@ def test_sigkill_with_20_jobs_then_restart_completes_each_exactly_once(serve_hom
     server = server_process(home, args, env).start()
     from musicops.serving.keys import KeyStore
 
-    store = KeyStore.for_home(home)
+    store = KeyStore.for_settings(get_settings(home))
     key = store.create("durable")[1]
     store.close()
     headers = {"Authorization": f"Bearer {key}"}

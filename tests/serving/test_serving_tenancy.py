@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from musicops.config import get_settings
 from musicops.serving.keys import KeyStore
 
 
@@ -29,7 +30,7 @@ class TenantKeys:
 
 @pytest.fixture(scope="module")
 def tenant_keys(serve_home: Path, keys) -> TenantKeys:  # noqa: ANN001 - conftest's Keys (the server's key db)
-    store = KeyStore.for_home(serve_home)
+    store = KeyStore.for_settings(get_settings(serve_home))
     try:
         return TenantKeys(acme=store.create("acme-1", tenant="acme")[1], acme_2=store.create("acme-2", tenant="acme")[1],
                           globex=store.create("globex-1", tenant="globex")[1],

@@ -8,9 +8,12 @@ import threading
 
 import pytest
 
+from musicops.config import get_settings
 from musicops.serving.jobs import JobStore, host_allowed
 from musicops.serving.keys import KeyStore, RateLimiter, parse_rate
-from musicops.serving.signing import SECRET_ENV, UrlSigner, load_secret
+from musicops.serving.signing import UrlSigner, serve_secret
+
+SECRET_ENV = "MUSICOPS_SERVE_SECRET"
 
 
 def test_signed_urls() -> None:
@@ -29,11 +32,11 @@ def test_signed_urls() -> None:
 
 def test_secret_file_is_generated_0600_and_env_wins(tmp_path, monkeypatch) -> None:
     monkeypatch.delenv(SECRET_ENV, raising=False)
-    first = load_secret(tmp_path / "serve")
-    assert len(first) >= 48 and load_secret(tmp_path / "serve") == first
+    first = serve_secret(tmp_path / "serve", get_settings(tmp_path))
+    assert len(first) >= 48 and serve_secret(tmp_path / "serve", get_settings(tmp_path)) == first
     assert stat.S_IMODE(os.stat(tmp_path / "serve" / "secret").st_mode) == 0o600
     monkeypatch.setenv(SECRET_ENV, "e" * 40)
-    assert load_secret(tmp_path / "serve") == b"e" * 40
+    assert serve_secret(tmp_path / "serve", get_settings(tmp_path)) == b"e" * 40
 
 
 def test_keys_hashed_verified_revoked(tmp_path) -> None:

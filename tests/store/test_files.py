@@ -7,7 +7,8 @@ import stat
 
 import pytest
 
-from musicops.store.files import atomic_path, atomic_write, load_secret
+from musicops.signing import load_secret
+from musicops.store.files import atomic_path, atomic_write
 
 ENV = "MUSICOPS_TEST_SECRET"
 
@@ -49,24 +50,24 @@ def test_a_failed_writer_leaves_the_old_file_and_no_temp(tmp_path) -> None:
 def test_secret_file_is_created_0600_reused_and_restricted(tmp_path, monkeypatch, caplog) -> None:
     monkeypatch.delenv(ENV, raising=False)
     path = tmp_path / "state" / "secret"
-    first = load_secret(path, ENV)
+    first = load_secret(path, os.environ.get(ENV), name=ENV)
     assert len(first) >= 48 and _mode(path) == 0o600
-    assert load_secret(path, ENV) == first
+    assert load_secret(path, os.environ.get(ENV), name=ENV) == first
     os.chmod(path, 0o644)
-    assert load_secret(path, ENV) == first and _mode(path) == 0o600
+    assert load_secret(path, os.environ.get(ENV), name=ENV) == first and _mode(path) == 0o600
     assert "readable by others" in caplog.text
     assert [p.name for p in path.parent.iterdir()] == ["secret"]
 
 
 def test_secret_rules_env_wins_short_is_refused(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv(ENV, "e" * 40)
-    assert load_secret(tmp_path / "secret", ENV) == b"e" * 40
+    assert load_secret(tmp_path / "secret", os.environ.get(ENV), name=ENV) == b"e" * 40
     assert not (tmp_path / "secret").exists()
     monkeypatch.setenv(ENV, "e" * 31)
     with pytest.raises(ValueError, match="at least 32"):
-        load_secret(tmp_path / "secret", ENV)
+        load_secret(tmp_path / "secret", os.environ.get(ENV), name=ENV)
     monkeypatch.delenv(ENV)
     (tmp_path / "secret").write_text("short\n")
     with pytest.raises(ValueError, match="delete it to regenerate"):
-        load_secret(tmp_path / "secret", ENV)
-    assert load_secret(None, ENV) != load_secret(None, ENV)  # no home: per process
+        load_secret(tmp_path / "secret", os.environ.get(ENV), name=ENV)
+    assert load_secret(None, os.environ.get(ENV), name=ENV) != load_secret(None, os.environ.get(ENV), name=ENV)  # no home: per process
