@@ -11,7 +11,7 @@ export WANDB_MODE ?= offline
 AC_VENV := .venv-audiocraft
 AC_STAMP := $(AC_VENV)/.musicops-installed
 
-.PHONY: install demo test test-fast lint clean-state chromium postgres audiocraft-env fluidsynth
+.PHONY: install demo test test-fast lint typecheck clean-state chromium postgres audiocraft-env fluidsynth
 
 $(STAMP): pyproject.toml requirements/constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -58,6 +58,7 @@ fluidsynth:
 
 test: install chromium postgres audiocraft-env fluidsynth
 	$(BIN)/ruff check .
+	MYPY=$(CURDIR)/$(BIN)/mypy scripts/typecheck
 	MUSICOPS_AUDIOCRAFT_PYTHON=$(CURDIR)/$(AC_VENV)/bin/python MUSICOPS_REQUIRE_AUDIOCRAFT=1 \
 		MUSICOPS_REQUIRE_POSTGRES=1 $(BIN)/pytest
 
@@ -65,10 +66,15 @@ test: install chromium postgres audiocraft-env fluidsynth
 # audiocraft venv or FluidSynth renders), so it needs nothing beyond the install.
 test-fast: install
 	$(BIN)/ruff check .
+	MYPY=$(CURDIR)/$(BIN)/mypy scripts/typecheck
 	$(BIN)/pytest -m "not slow"
 
 lint: install
 	$(BIN)/ruff check .
+
+# mypy over the package (scripts/typecheck: a symlink view of the package-dir layout under build/).
+typecheck: install
+	MYPY=$(CURDIR)/$(BIN)/mypy scripts/typecheck
 
 clean-state:
 	rm -rf .musicops
