@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -53,7 +53,7 @@ class Settings(BaseSettings):
     registered_model_name: str = Field(DEFAULT_MODEL_NAME, validation_alias=_env("MUSICOPS_MODEL_NAME",
                                                                                  "registered_model_name"))
     # Online W&B without a network hangs for minutes: offline unless the user says otherwise.
-    wandb_mode: str = Field("offline", validation_alias=_env("WANDB_MODE", "wandb_mode"))
+    wandb_mode: Literal["online", "offline", "disabled", "shared"] = Field("offline", validation_alias=_env("WANDB_MODE", "wandb_mode"))
     wandb_project: str = Field("musicops", validation_alias=_env("WANDB_PROJECT", "wandb_project"))
     database_url: str = Field("", validation_alias=_env("MUSICOPS_DATABASE_URL", "database_url"))
     asset_store_url: str | None = Field(None, validation_alias=_env("MUSICOPS_ASSET_STORE", "asset_store_url"))

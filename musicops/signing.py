@@ -115,8 +115,8 @@ class PurposeSigner:
         """`value` with a timestamp and signature appended (itsdangerous' `value.ts.sig` format)."""
         return self._timed.sign(value).decode("ascii")
 
-    def unsign_timed(self, signed: str, max_age_s: float) -> str | None:
-        """The value when the signature holds and it is at most `max_age_s` old, else None."""
+    def unsign_timed(self, signed: str, max_age_s: int) -> str | None:
+        """The value when the signature holds and it is at most `max_age_s` seconds old, else None."""
         try:
             return self._timed.unsign(signed, max_age=max_age_s).decode("utf-8")
         except (UnicodeEncodeError, BadSignature):  # SignatureExpired is a BadSignature

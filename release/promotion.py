@@ -144,7 +144,7 @@ def promote(name: str, version: str, settings: Settings | None = None, alias: st
     record = None
     if overridden:
         overruled = ", ".join(failed_gates) if failed_gates is not None else "none run (promoted by hand)"
-        record = {"reason": override_reason.strip(), "by": user, "at": now, "alias": alias,
+        record = {"reason": (override_reason or "").strip(), "by": user, "at": now, "alias": alias,
                   "failed_gates": list(failed_gates or [])}
         client.set_model_version_tag(name, target.version, "musicops.override_reason", record["reason"])
         client.set_model_version_tag(name, target.version, "musicops.override_by", user)

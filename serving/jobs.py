@@ -40,7 +40,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 from musicops.config import Settings, get_settings
 from musicops.serving.keys import as_url, serving_database_url
 from musicops.store import migrations
-from musicops.store.database import is_sqlite, make_engine, new_metadata
+from musicops.store.database import is_sqlite, make_engine, new_metadata, rows_changed
 from musicops.store.provenance import UTCDateTime
 
 log = logging.getLogger(__name__)
@@ -162,9 +162,8 @@ class JobStore:
         if at_start:
             stale = or_(stale, JobRow.owner == self.replica)
         with self._lock, self._sessions.begin() as session:
-            result = session.execute(update(JobRow).where(JobRow.state == "running", stale)
-                                     .values(state="queued", done=0, owner=None, lease_until=None))
-            return result.rowcount
+            return rows_changed(session, update(JobRow).where(JobRow.state == "running", stale)
+                                .values(state="queued", done=0, owner=None, lease_until=None))
 
     def claim(self, limit: int) -> list[Job]:
         """Claim up to `limit` queued jobs, oldest first; a job another replica claimed first is skipped."""
@@ -174,17 +173,17 @@ class JobStore:
             with self._sessions() as session:
                 candidates = list(session.scalars(select(JobRow.job_id).where(JobRow.state == "queued")
                                                   .order_by(JobRow.created_at, JobRow.job_id).limit(2 * limit)))
-            claimed = []
+            claimed: list[str] = []
             for job_id in candidates:
                 if len(claimed) == limit:
                     break
                 now = datetime.now(UTC)
                 with self._sessions.begin() as session:
-                    won = session.execute(
-                        update(JobRow).where(JobRow.job_id == job_id, JobRow.state == "queued")
+                    won = rows_changed(
+                        session, update(JobRow).where(JobRow.job_id == job_id, JobRow.state == "queued")
                         .values(state="running", owner=self.replica, lease_until=now + self.lease,
                                 attempts=JobRow.attempts + 1, started_at=func.coalesce(JobRow.started_at, now))
-                    ).rowcount == 1
+                    ) == 1
                 if won:
                     claimed.append(job_id)
         return [job for job in (self.get(job_id) for job_id in claimed) if job is not None]
@@ -194,9 +193,9 @@ class JobStore:
         if not job_ids:
             return 0
         with self._sessions.begin() as session:
-            return session.execute(update(JobRow).where(JobRow.job_id.in_(job_ids), JobRow.state == "running",
-                                                        JobRow.owner == self.replica)
-                                   .values(lease_until=datetime.now(UTC) + self.lease)).rowcount
+            return rows_changed(session, update(JobRow).where(JobRow.job_id.in_(job_ids), JobRow.state == "running",
+                                                              JobRow.owner == self.replica)
+                                .values(lease_until=datetime.now(UTC) + self.lease))
 
     def progress(self, job_id: str, done: int) -> None:
         with self._sessions.begin() as session:
@@ -207,10 +206,11 @@ class JobStore:
         """running -> succeeded, once: False when this replica no longer holds the job (completed, or
         its lease expired and another replica took it over)."""
         with self._lock, self._sessions.begin() as session:
-            changed = session.execute(
+            changed = rows_changed(
+                session,
                 update(JobRow).where(JobRow.job_id == job_id, JobRow.state == "running", JobRow.owner == self.replica)
                 .values(state="succeeded", result=result, done=JobRow.total, finished_at=datetime.now(UTC),
-                        completions=JobRow.completions + 1, lease_until=None)).rowcount
+                        completions=JobRow.completions + 1, lease_until=None))
             return changed == 1
 
     def fail(self, job_id: str, error: str, retry: bool) -> str:

@@ -36,7 +36,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
 from musicops.config import Settings
 from musicops.store import migrations
-from musicops.store.database import is_sqlite, make_engine, new_metadata
+from musicops.store.database import is_sqlite, make_engine, new_metadata, rows_changed
 from musicops.store.provenance import UTCDateTime
 
 KEY_PREFIX = "mko"
@@ -252,12 +252,14 @@ class KeyStore:
         with self._lock:
             self._ensure_usage_row(key.key_id, day)
         with self._lock, self._sessions.begin() as session:
-            result = session.execute(
-                update(UsageRow).where(UsageRow.key_id == key.key_id, UsageRow.day == day,
-                                       UsageRow.seconds + seconds <= limit + 1e-9)
+            changed = rows_changed(
+                session, update(UsageRow).where(UsageRow.key_id == key.key_id, UsageRow.day == day,
+                                                UsageRow.seconds + seconds <= limit + 1e-9)
                 .values(seconds=UsageRow.seconds + seconds))
-            used = session.get(UsageRow, (key.key_id, day), populate_existing=True).seconds
-            return result.rowcount == 1, float(used)
+            usage = session.get(UsageRow, (key.key_id, day), populate_existing=True)
+            if usage is None:  # created just above under the lock; only a concurrent purge could drop it
+                raise RuntimeError(f"usage row for key {key.key_id} on {day} vanished")
+            return changed == 1, float(usage.seconds)
 
     def rate_limiter(self) -> RateLimiter | SharedRateLimiter:
         """In-process buckets for the embedded SQLite store (one replica); buckets in the database
@@ -337,7 +339,7 @@ class SharedRateLimiter:
         # replica created or refilled between our UPDATE and our read is simply tried again.
         for _ in range(5):
             with self._sessions.begin() as session:
-                if session.execute(take).rowcount == 1:
+                if rows_changed(session, take) == 1:
                     return 0.0
                 row = session.get(RateBucketRow, key.key_id)
             if row is None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -32,7 +33,7 @@ class VectorIndex:
         self.nprobe = int(nprobe)
         self.use_gpu = use_gpu  # None = use one when available
         self._index = self._flat()
-        self._gpu_index = None
+        self._gpu_index: Any = None  # a faiss GPU index (faiss ships no usable type for it)
         self._gpu_failed = False
 
     # --- structure ---------------------------------------------------------------------------
@@ -149,7 +150,7 @@ class VectorIndex:
 
             resources = faiss.StandardGpuResources()
             gpu = faiss.index_cpu_to_gpu(resources, _faiss_gpu_device(), self._index)
-            gpu.referenced_resources = resources  # keep the resources alive as long as the index
+            gpu.referenced_resources = resources  # type: ignore[attr-defined]  # keep the resources alive as long as the index
             self._gpu_index = gpu
             return gpu
         except Exception:  # an old driver, an unsupported index type, out of memory: CPU still works

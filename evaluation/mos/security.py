@@ -72,7 +72,7 @@ class CsrfSigner:
         """True only for an untampered, unexpired token minted for this rater and form (constant-time)."""
         if not token or not isinstance(token, str) or len(token) > 200 or token.count(".") != 2:
             return False
-        return self._signer.unsign_timed(self._bound(str(rater_id), form) + token, self.max_age_s) is not None
+        return self._signer.unsign_timed(self._bound(str(rater_id), form) + token, int(self.max_age_s)) is not None
 
 
 def admin_token(settings: Settings | None = None) -> str | None:
@@ -85,7 +85,7 @@ def check_admin(supplied: str | None, client_host: str | None, expected: str | N
     """Admin access: with a token configured, the supplied one must match (constant-time); without one,
     only loopback clients are allowed."""
     if expected:
-        return bool(supplied) and hmac.compare_digest(supplied.encode(), expected.encode())
+        return supplied is not None and hmac.compare_digest(supplied.encode(), expected.encode())
     return client_host in {"127.0.0.1", "::1", "localhost"}
 
 

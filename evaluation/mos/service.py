@@ -427,6 +427,8 @@ class MosService:
                 answers.append(qc.CheckAnswer(item_id, "gold", gold_score, score))
             elif role == "reference":
                 answers.append(qc.CheckAnswer(item_id, "reference", None, score))
+        if method is None:  # the rater row names its campaign; a missing one is a broken database
+            raise NotFound(f"no campaign for rater {rater_id!r}")
         reason = qc.screening_reason(answers, method)
         if reason:
             with self._sessions.begin() as session:

@@ -424,7 +424,7 @@ def convert_checkpoint(directory: str | Path, out_dir: str | Path, text_encoder:
             ffn_dim=dim * int(lm_cfg.get("hidden_scale", 4)), num_attention_heads=int(lm_cfg["num_heads"]),
             num_codebooks=n_q, audio_channels=1, max_position_embeddings=2048, activation_function="gelu",
             dropout=0.0, attention_dropout=0.0, activation_dropout=0.0, layerdrop=0.0, scale_embedding=False,
-            pad_token_id=card, bos_token_id=card, decoder_start_token_id=card, tie_word_embeddings=False,
+            pad_token_id=card, bos_token_id=card, decoder_start_token_id=card, tie_word_embeddings=False,  # type: ignore[call-arg]  # accepted as **kwargs
         )
         config = MusicgenConfig(text_encoder=text_model.config, audio_encoder=audio_config, decoder=decoder_config)
         model = MusicgenForConditionalGeneration(config)

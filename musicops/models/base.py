@@ -41,8 +41,9 @@ class MusicModel(abc.ABC):
     def sample_rate(self) -> int: ...
 
     @abc.abstractmethod
-    def generate(self, prompts: list[str], params: GenerationParams, seed: int) -> list[np.ndarray]:
-        """Return one float32 array of shape (samples, channels) per prompt, deterministic for a seed."""
+    def generate(self, prompts: list[str], params: GenerationParams, seed: int | list[int]) -> list[np.ndarray]:
+        """Return one float32 array of shape (samples, channels) per prompt, deterministic for a seed
+        (one seed for all prompts, or one per prompt)."""
 
     @abc.abstractmethod
     def save(self, directory: str | Path) -> Path:

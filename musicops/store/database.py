@@ -11,11 +11,16 @@ database to the current schema with `musicops.store.migrations.upgrade` (Alembic
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import MetaData, create_engine, event
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.pool import StaticPool
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import CursorResult
+    from sqlalchemy.orm import Session
+    from sqlalchemy.sql.expression import Executable
 
 SQLITE_BUSY_MS = 30_000
 
@@ -90,3 +95,12 @@ def make_engine(url: str, what: str = "database") -> Engine:
     engine = create_engine(url, **kwargs)
     event.listen(engine, "connect", sqlite_pragmas)
     return engine
+
+
+def rows_changed(session: Session, statement: Executable) -> int:
+    """Run an UPDATE/DELETE and return how many rows it changed (compare-and-set checks use this).
+
+    Why a helper: `Session.execute` is typed as returning `Result`, while DML returns a
+    `CursorResult`, the class that carries `rowcount`; one typed place instead of a cast per call."""
+    result = session.execute(statement)
+    return cast("CursorResult[Any]", result).rowcount
