@@ -1,0 +1,131 @@
+"""The decode engine: exact fp32 parity with transformers `generate`, batch independence, precisions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from musicops.models.base import GenerationParams
+from musicops.models.decode import DecodeEngine
+from musicops.models.musicgen import TransformersMusicGen
+
+# mixed lengths, so the text encoder pads and the cross-attention masks differ per row
+PROMPTS = ["calm piano", "a much longer prompt about energetic drums and bass at 128 BPM", "dreamy pad"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def tiny() -> TransformersMusicGen:
+    return TransformersMusicGen.from_preset("musicgen-tiny")
+
+
+@pytest.fixture(scope="module")
+def engine(tiny: TransformersMusicGen) -> DecodeEngine:
+    return DecodeEngine.for_model(tiny)
+
+
+def transformers_codes(tiny: TransformersMusicGen, prompts: list[str], params: GenerationParams):
+    """The audio codes transformers' own greedy `generate` hands to EnCodec (caught on the way in)."""
+    import torch
+
+    from musicops.models.musicgen import _quiet_transformers
+
+    seen = []
+    codec = tiny.model.audio_encoder
+
+    def spy(codes, *args, **kwargs):
+        seen.append(codes.clone())
+        return type(codec).decode(codec, codes, *args, **kwargs)
+
+    codec.decode = spy
+    try:
+        inputs = tiny.processor(text=prompts, padding=True, return_tensors="pt")
+        with torch.inference_mode(), _quiet_transformers():
+            tiny.model.generate(**inputs, max_new_tokens=tiny.tokens_for(params.duration_s), do_sample=False,
+                                guidance_scale=params.guidance_scale if params.guidance_scale > 1 else None)
+    finally:
+        del codec.decode
+    return seen[0][0]  # (batch, codebooks, frames)
+
+
+@pytest.mark.parametrize("guidance", [3.0, 1.0])
+def test_fp32_greedy_codes_equal_transformers_generate(tiny, engine, guidance: float) -> None:
+    import torch
+
+    params = GenerationParams(duration_s=0.6, do_sample=False, guidance_scale=guidance)
+    expected = transformers_codes(tiny, PROMPTS, params)
+    result = engine.decode_codes(PROMPTS, params, seeds=0)
+    assert result.precision == "fp32"
+    assert torch.equal(torch.stack(result.codes), expected)
+
+
+@pytest.mark.parametrize("params", [
+    GenerationParams(duration_s=0.6, do_sample=False, guidance_scale=3.0),
+    GenerationParams(duration_s=0.6, do_sample=False, guidance_scale=1.0),
+    GenerationParams(duration_s=0.6, temperature=0.9, top_k=50, top_p=0.95),
+], ids=["greedy-guided", "greedy-unguided", "sampled"])
+def test_fp32_audio_equals_the_transformers_path(tiny, engine, params: GenerationParams) -> None:
+    """The same float32 clips as `generate_reference`: transformers `generate` with the per-item sampler
+    and one-by-one EnCodec (the backend before the engine), so assets made before stay reproducible."""
+    seeds = [11, 12, 13]
+    expected = tiny.generate(PROMPTS, params, seeds)
+    clips = engine.generate(PROMPTS, params, seeds).clips
+    assert all(np.array_equal(a, b) for a, b in zip(clips, expected, strict=True))
+    assert all(clip.shape == (int(round(0.6 * tiny.sample_rate)), 1) for clip in clips)
+
+
+def test_sampled_clip_does_not_depend_on_its_batch(engine) -> None:
+    params = GenerationParams(duration_s=0.5)
+    batch = engine.generate(PROMPTS, params, [21, 22, 23]).clips
+    alone = engine.generate(PROMPTS[1:2], params, [22]).clips[0]
+    assert np.array_equal(alone, batch[1])
+    assert not np.array_equal(batch[0], batch[2])
+
+
+def test_items_with_their_own_params_match_their_solo_runs(engine) -> None:
+    """Per-row delay patterns and per-item sampling: mixed durations and params share one step loop."""
+    import torch
+
+    params = [GenerationParams(duration_s=0.5), GenerationParams(duration_s=0.3, do_sample=False),
+              GenerationParams(duration_s=0.4, temperature=0.7, top_k=0, top_p=0.9)]
+    mixed = engine.decode_codes(PROMPTS, params, [1, 2, 3])
+    for prompt, item_params, seed, codes in zip(PROMPTS, params, [1, 2, 3], mixed.codes, strict=True):
+        assert torch.equal(engine.decode_codes([prompt], item_params, seed).codes[0], codes)
+    assert [c.shape[-1] for c in mixed.codes] == [int(round(p.duration_s * 50)) for p in params]
+
+
+@pytest.mark.parametrize("precision", ["bf16", "int8"])
+def test_lower_precisions_run_and_report_agreement(tiny, engine, precision: str, record_property) -> None:
+    import torch
+
+    params = GenerationParams(duration_s=0.5, do_sample=False)
+    reference = torch.stack(engine.decode_codes(PROMPTS, params, 0).codes)
+    lower = DecodeEngine.for_model(tiny, precision)
+    result = lower.generate(PROMPTS, params, 0)
+    assert result.precision == precision
+    codes = torch.stack(result.codes)
+    assert codes.shape == reference.shape and int(codes.max()) < 2048
+    assert all(np.isfinite(clip).all() for clip in result.clips)
+    agreement = float((codes == reference).float().mean())
+    record_property(f"token_agreement_{precision}", agreement)
+    print(f"{precision} greedy token agreement vs fp32: {agreement:.3f}")
+    assert lower.weight_bytes() < engine.weight_bytes()
+    # the caller's model stays fp32: its own engine still gives the reference
+    assert torch.equal(torch.stack(engine.decode_codes(PROMPTS, params, 0).codes), reference)
+
+
+def test_bad_arguments_are_named(tiny, engine) -> None:
+    with pytest.raises(ValueError, match="precision"):
+        DecodeEngine.for_model(tiny, "fp8")
+    with pytest.raises(ValueError, match="seeds"):
+        engine.decode_codes(PROMPTS, GenerationParams(duration_s=0.5), [1])
+    assert engine.decode_codes([], GenerationParams(duration_s=0.5), 0).codes == []
