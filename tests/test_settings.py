@@ -9,12 +9,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers.layout import ROOT, source_files
 
 from musicops.config import Settings, SettingsError, get_settings
 
-ROOT = Path(__file__).resolve().parents[1]
-SOURCE_DIRS = ("musicops", "datasets", "training", "generation", "evaluation", "release", "serving",
-               "components", "pipelines")
 
 
 def test_environment_is_read_and_validated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -87,8 +85,8 @@ def _environment_reads(path: Path) -> list[str]:
 
 
 def test_only_musicops_config_reads_musicops_variables() -> None:
-    reads = [hit for d in SOURCE_DIRS for path in sorted((ROOT / d).rglob("*.py"))
-             if path != ROOT / "musicops" / "config.py" for hit in _environment_reads(path)]
+    reads = [hit for path in source_files() if path != ROOT / "musicops" / "config.py"
+             for hit in _environment_reads(path)]
     assert reads == []
 
 

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 app = typer.Typer(no_args_is_help=True, cls=MusicopsGroup)  # its own errors, also when invoked alone
 
-# serve command: see evaluation/mos/app.py
+# serve command: see musicops.evaluation.mos.app
 
 
 def _service() -> MosService:

@@ -9,22 +9,15 @@ someone adds an import in the wrong direction, whether or not that code path is 
 from __future__ import annotations
 
 import ast
+import shutil
 from pathlib import Path
 
 import pytest
+from helpers.layout import ROOT, module_name, package_dirs, source_files
 
-ROOT = Path(__file__).resolve().parents[2]
 STAGES = ("datasets", "training", "generation", "evaluation", "release", "serving")
 WIRING = ("components", "pipelines")  # thin kfp layers over every stage
 CORE_WIRING = ("musicops.cli", "musicops.demo_loop")  # entry points inside the core package
-
-
-def module_name(path: Path, root: Path = ROOT) -> str:
-    rel = path.relative_to(root).with_suffix("")
-    parts = list(rel.parts)
-    if parts[-1] == "__init__":
-        parts.pop()
-    return ".".join(parts if parts[0] == "musicops" else ["musicops", *parts])
 
 
 def imported(path: Path, root: Path = ROOT) -> set[str]:
@@ -51,8 +44,7 @@ def stage_of(module: str) -> str | None:
 
 
 def sources(root: Path = ROOT) -> list[Path]:
-    folders = [root / "musicops", *(root / s for s in STAGES + WIRING)]
-    return sorted(p for folder in folders for p in folder.rglob("*.py"))
+    return source_files(root)
 
 
 def violations(root: Path = ROOT) -> list[str]:
@@ -73,9 +65,14 @@ def violations(root: Path = ROOT) -> list[str]:
 
 
 def test_the_top_level_is_the_data_flow() -> None:
-    present = {p.name for p in ROOT.iterdir() if p.is_dir()}
-    assert set(STAGES + WIRING) | {"musicops"} <= present
-    assert not {"training", "generation", "release"} & {p.name for p in (ROOT / "musicops").iterdir()}
+    """`ls` of the checkout lists the stages in data-flow order, each a top-level folder."""
+    folders = package_dirs()
+    stage_folders = [folders[f"musicops.{stage}"] for stage in STAGES]
+    assert all(folder.parent == ROOT and folder.is_dir() for folder in stage_folders)
+    listed = sorted(p.name for p in ROOT.iterdir() if p.is_dir() and not p.name.startswith("."))
+    assert [name for name in listed if ROOT / name in stage_folders] == [f.name for f in stage_folders]
+    assert listed[: len(STAGES)] == [f.name for f in stage_folders]  # and they come first
+    assert not set(STAGES) & {p.name for p in (ROOT / "musicops").iterdir()}
 
 
 def test_no_stage_imports_a_later_stage() -> None:
@@ -83,15 +80,16 @@ def test_no_stage_imports_a_later_stage() -> None:
 
 
 @pytest.mark.parametrize("source, target", [
-    ("evaluation/report.py", "musicops.release.gates"),  # a stage importing a later one
+    ("4-evaluation/report.py", "musicops.release.gates"),  # a stage importing a later one
     ("musicops/audio/x.py", "musicops.evaluation.metrics"),  # the core importing a stage
-    ("training/x.py", "musicops.components.release"),  # a stage importing the kfp wiring
+    ("2-training/x.py", "musicops.components.release"),  # a stage importing the kfp wiring
 ])
 def test_the_check_catches_a_wrong_way_import(tmp_path: Path, source: str, target: str) -> None:
     """The checker itself can fail (a lazy import inside a function counts)."""
-    for name in (*STAGES, *WIRING, "musicops"):
-        (tmp_path / name).mkdir()
+    shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
+    for folder in package_dirs(tmp_path).values():
+        folder.mkdir()
     (tmp_path / source).parent.mkdir(parents=True, exist_ok=True)
     (tmp_path / source).write_text(f"def f():\n    import {target}\n")
-    (tmp_path / "serving" / "ok.py").write_text("from musicops.generation import batch\n")  # allowed
+    (tmp_path / "6-serving" / "ok.py").write_text("from musicops.generation import batch\n")  # allowed
     assert len(violations(tmp_path)) == 1, violations(tmp_path)

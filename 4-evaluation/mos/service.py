@@ -1,7 +1,7 @@
 """MOS listening-test campaigns in the database: invitations, per-rater assignments, idempotent ratings,
 screening, and the reads behind results and export.
 
-The web app (`evaluation/mos/app.py`), the CLI (`musicops mos`) and the kfp component
+The web app (`musicops.evaluation.mos.app`), the CLI (`musicops mos`) and the kfp component
 (`components/mos.py`) all go through `MosService`; none of them touches the tables directly. The
 rest of the package holds what needs no database session: `models` (the records handed out),
 `errors`, `assignment` (who rates what), `invites` (tokens and links), `results` (statistics),
