@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from musicops.errors import MusicopsError
 from musicops.models.base import GenerationParams, ModelInfo, MusicModel
+
+if TYPE_CHECKING:
+    from musicops.models.decode import DecodeEngine
 
 CONFIG_FILE = "config.json"
 
@@ -30,11 +32,16 @@ class TransformersMusicGen(MusicModel):
 
     backend = "transformers-musicgen"
 
-    def __init__(self, model: Any, processor: Any, info: ModelInfo):
+    def __init__(self, model: Any, processor: Any, info: ModelInfo, precision: str = "fp32"):
+        from musicops.models.decode import check_precision
+
         self.model = model
         self.processor = processor
         self.info = info
         self.info.backend = self.backend
+        # decoder precision of `generate` (fp32, bf16, int8); callers record it with what it made
+        self.precision = check_precision(precision)
+        self._engines: dict[tuple[str, int], DecodeEngine] = {}
 
     # ----------------------------------------------------------------- loading
     @classmethod
@@ -105,22 +112,51 @@ class TransformersMusicGen(MusicModel):
     # --------------------------------------------------------------- generate
     def tokens_for(self, duration_s: float) -> int:
         """Decoder steps for a duration: frames plus K-1, because the delay pattern eats K-1 frames."""
-        frames = max(1, math.ceil(duration_s * self.frame_rate))
-        return frames + self.num_codebooks - 1
+        from musicops.models.decode import tokens_for
+
+        return tokens_for(duration_s, self.frame_rate, self.num_codebooks)
 
     def generate(self, prompts: list[str], params: GenerationParams, seed: int | list[int]) -> list[np.ndarray]:
         """Generate one clip per prompt. `seed` may be one seed or one per prompt.
 
-        Sampling draws from a separate generator per prompt (see `_PerItemSampler`), so a clip
-        depends on its own prompt, seed and params, not on which other prompts share its batch.
+        Runs the decode engine (`musicops.models.decode`) at `self.precision`; in fp32 its clips are
+        bit-identical to `generate_reference` (transformers `generate`). Sampling draws from a
+        separate generator per prompt, so a clip depends on its own prompt, seed and params, not on
+        which other prompts share its batch.
         """
+        if not prompts:
+            return []
+        seeds = self._seeds(prompts, seed)
+        return self.engine().generate(list(prompts), params, seeds).clips
+
+    def engine(self, precision: str | None = None) -> DecodeEngine:
+        """The decode engine for a precision (default `self.precision`); converted copies are kept."""
+        from musicops.models.decode import DecodeEngine, check_precision
+
+        precision = check_precision(precision or self.precision)
+        if precision == "fp32":  # runs the model's own modules: nothing to convert or keep
+            return DecodeEngine(self.model, self.processor, precision)
+        key = (precision, id(self.model))
+        if key not in self._engines:
+            self._engines[key] = DecodeEngine(self.model, self.processor, precision)
+        return self._engines[key]
+
+    @staticmethod
+    def _seeds(prompts: list[str], seed: int | list[int]) -> list[int]:
+        seeds = list(seed) if isinstance(seed, list | tuple) else [seed] * len(prompts)
+        if len(seeds) != len(prompts):
+            raise ValueError(f"got {len(seeds)} seeds for {len(prompts)} prompts")
+        return seeds
+
+    def generate_reference(self, prompts: list[str], params: GenerationParams,
+                           seed: int | list[int]) -> list[np.ndarray]:
+        """The same clips through transformers' own `generate` (the backend before the engine):
+        the reference that parity tests and benchmarks hold the engine to."""
         import torch
 
         if not prompts:
             return []
-        seeds = list(seed) if isinstance(seed, list | tuple) else [seed] * len(prompts)
-        if len(seeds) != len(prompts):
-            raise ValueError(f"got {len(seeds)} seeds for {len(prompts)} prompts")
+        seeds = self._seeds(prompts, seed)
         inputs = self.processor(text=list(prompts), padding=True, return_tensors="pt").to(self.device)
         from transformers import LogitsProcessorList
 
@@ -152,6 +188,7 @@ class _PerItemSampler:
     This processor does classifier-free guidance, temperature, top-k and top-p itself, draws one
     token per codebook from the item's generator, and returns scores where only that token is
     finite, so greedy decoding (and MusicGen's own CFG step, which sees identical halves) keeps it.
+    Used by `generate_reference`; the decode engine runs the same math (`DecodeEngine._choose`).
     """
 
     def __init__(self, seeds: list[int], num_codebooks: int, params: GenerationParams):
