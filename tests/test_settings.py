@@ -14,7 +14,6 @@ from helpers.layout import ROOT, source_files
 from musicops.config import Settings, SettingsError, get_settings
 
 
-
 def test_environment_is_read_and_validated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MUSICOPS_HOME", str(tmp_path / "state"))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
