@@ -57,7 +57,7 @@ def run_batch(prompts_file: str | Path, model_ref: str, options: BatchOptions | 
             progress("generate", len(outcomes), total)
         generation_seconds = 0.0
         if pending:
-            model = load_model(plan.model, settings)
+            model = load_model(plan.model, settings, precision=options.precision)
 
             def on_batch(local: list[int], clips: list[np.ndarray], seconds: float) -> None:
                 nonlocal generation_seconds

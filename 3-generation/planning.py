@@ -39,8 +39,14 @@ class BatchOptions:
     price_per_hour: float | None = None  # accelerator price; None = settings default
     log_to_mlflow: bool = True
     tenant: str | None = None  # the API tenant whose cache and assets these are; None = batch/CLI
+    # The decoder's precision (musicops.models.decode: fp32, bf16, int8). Not fp32 changes the audio,
+    # so it goes into each item's params (cache key and provenance); fp32 params and keys are as before.
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
+        from musicops.models.decode import check_precision
+
+        check_precision(self.precision)
         if not 1 <= self.batch_size <= 256:
             raise ValueError(f"batch_size must be in [1, 256], got {self.batch_size}")
         if not self.formats or any(f not in ("wav", "flac", "ogg") for f in self.formats):
@@ -115,8 +121,11 @@ def plan_keys(items: list[WorkItem], options: BatchOptions, model_id: str) -> li
 
 def item_params(item: WorkItem, options: BatchOptions) -> dict[str, Any]:
     """Everything besides prompt, seed and model that shapes the asset: part of the cache key."""
-    return {"generation": options.sampling.params(item.duration_s).to_dict(),
-            "postprocess": options.postprocess.to_dict(), "formats": list(options.formats)}
+    params: dict[str, Any] = {"generation": options.sampling.params(item.duration_s).to_dict(),
+                              "postprocess": options.postprocess.to_dict(), "formats": list(options.formats)}
+    if options.precision != "fp32":  # fp32 (the reference) stays implicit: existing keys are unchanged
+        params["precision"] = options.precision
+    return params
 
 
 def model_identity(resolved: ResolvedModel) -> str:

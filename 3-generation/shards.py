@@ -32,6 +32,7 @@ def plan_from_json(data: dict[str, Any]) -> BatchPlan:
         postprocess=PostProcessSettings(**raw["postprocess"]), formats=tuple(raw["formats"]),
         loudness_tolerance_lu=raw["loudness_tolerance_lu"], user=data["user"],
         price_per_hour=raw["price_per_hour"], log_to_mlflow=raw["log_to_mlflow"], tenant=raw.get("tenant"),
+        precision=raw.get("precision", "fp32"),
     )
     items = [WorkItem(**{**i, "tags": tuple(i["tags"])}) for i in data["items"]]
     cached = {key: None for key in data["cached"]}

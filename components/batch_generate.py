@@ -14,7 +14,7 @@ from musicops.components.image import COMPONENT_IMAGE
 @dsl.component(base_image=COMPONENT_IMAGE, install_kfp_package=False)
 def plan_batch_step(prompts_file: str, model_ref: str, batch_size: int, shard_size: int, no_cache: bool,
                     musicops_home: str, mlflow_tracking_uri: str,
-                    plan: Output[Artifact]) -> list:
+                    plan: Output[Artifact], precision: str = "fp32") -> list:
     """Validate prompts, pin the model version (fails before any generation), consult the cache.
 
     Returns the shard numbers (the single `Output`, which kfp.local's ParallelFor can iterate).
@@ -28,7 +28,7 @@ def plan_batch_step(prompts_file: str, model_ref: str, batch_size: int, shard_si
     from musicops.store.provenance import ProvenanceDB
 
     settings = component_settings(musicops_home, mlflow_tracking_uri)
-    options = BatchOptions(batch_size=batch_size, use_cache=not no_cache)
+    options = BatchOptions(batch_size=batch_size, use_cache=not no_cache, precision=precision)
     batch_plan = plan_batch(prompts_file, model_ref, options, settings)
     db = ProvenanceDB.from_settings(settings)
     try:
@@ -63,7 +63,7 @@ def generate_shard(plan: Input[Artifact], shard: int, musicops_home: str, mlflow
     batch_plan, indices = plan_from_json(data), data["shards"][shard]
     arrays, seconds, rate = {}, {}, 0
     if indices:
-        model = load_model(batch_plan.model, settings)
+        model = load_model(batch_plan.model, settings, precision=batch_plan.options.precision)
         rate = model.sample_rate
 
         def keep(local, clips, elapsed):

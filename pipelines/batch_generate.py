@@ -21,10 +21,11 @@ def batch_generate_pipeline(
     no_cache: bool = False,
     musicops_home: str = "",
     mlflow_tracking_uri: str = "",
+    precision: str = "fp32",
 ) -> str:
     plan = plan_batch_step(prompts_file=prompts_file, model_ref=model_ref, batch_size=batch_size,
                            shard_size=shard_size, no_cache=no_cache, musicops_home=musicops_home,
-                           mlflow_tracking_uri=mlflow_tracking_uri)
+                           mlflow_tracking_uri=mlflow_tracking_uri, precision=precision)
     plan.set_caching_options(False)
     # Iterate the step's single `Output`: kfp.local resolves ParallelFor items only from that name.
     with dsl.ParallelFor(plan.outputs["Output"], parallelism=2) as shard:

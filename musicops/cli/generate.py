@@ -15,11 +15,16 @@ if TYPE_CHECKING:
 app = typer.Typer(no_args_is_help=True)
 
 
-def _options(batch_size: int, no_cache: bool, target_lufs: float, ceiling: float, price: float | None) -> BatchOptions:
+PRECISION_HELP = ("Decoder precision: fp32 (reference), bf16 or int8 (faster on CPU; different audio, so its "
+                  "own cache entries; recorded in each asset's model_version as '#int8').")
+
+
+def _options(batch_size: int, no_cache: bool, target_lufs: float, ceiling: float, price: float | None,
+             precision: str = "fp32") -> BatchOptions:
     from musicops.audio.postprocess import PostProcessSettings
     from musicops.generation.planning import BatchOptions
 
-    return BatchOptions(batch_size=batch_size, use_cache=not no_cache, price_per_hour=price,
+    return BatchOptions(batch_size=batch_size, use_cache=not no_cache, price_per_hour=price, precision=precision,
                         postprocess=PostProcessSettings(target_lufs=target_lufs, true_peak_dbtp=ceiling))
 
 
@@ -33,6 +38,7 @@ def batch(
     target_lufs: float = typer.Option(-14.0, help="Loudness target (LUFS)."),
     ceiling: float = typer.Option(-1.0, help="True-peak ceiling (dBTP)."),
     price: float = typer.Option(None, help="Accelerator price per hour for the cost metric."),
+    precision: str = typer.Option("fp32", help=PRECISION_HELP),
 ) -> None:
     """Generate every prompt x variation of a prompts file (cache first, then the model)."""
     from musicops.generation.batch import run_batch
@@ -40,14 +46,15 @@ def batch(
     from musicops.registry import ModelNotFoundError
 
     try:
-        options = _options(batch_size, no_cache, target_lufs, ceiling, price)
+        options = _options(batch_size, no_cache, target_lufs, ceiling, price, precision)
         result = _run_with_progress(lambda progress: run_batch(prompts_file, model, options, progress=progress))
     except (PromptsFileError, ModelNotFoundError, ValueError) as exc:
         fail(str(exc), 2)
     _report(result, out)
 
 
-def generate_prompts(prompts: list[str], model: str, duration: float, seed: int, out: Path | None) -> None:
+def generate_prompts(prompts: list[str], model: str, duration: float, seed: int, out: Path | None,
+                     precision: str = "fp32") -> None:
     """Shared by `musicops models generate`: prompts from the command line, same machinery."""
     from musicops.generation.batch import run_batch
     from musicops.generation.planning import BatchOptions
@@ -56,7 +63,8 @@ def generate_prompts(prompts: list[str], model: str, duration: float, seed: int,
 
     try:
         items = cli_items(prompts, duration, seed)
-        result = _run_with_progress(lambda progress: run_batch("<command line>", model, BatchOptions(),
+        options = BatchOptions(precision=precision)
+        result = _run_with_progress(lambda progress: run_batch("<command line>", model, options,
                                                                progress=progress, items=items))
     except (PromptsFileError, ModelNotFoundError, ValueError) as exc:
         fail(str(exc), 2)

@@ -18,11 +18,12 @@ def generate(
     duration: float = typer.Option(2.0, help="Seconds of audio per clip."),
     seed: int = typer.Option(0, help="Seed of the first clip; the next clips use seed+1, seed+2, ..."),
     out: Path = typer.Option(Path("out"), help="Copy the clips that pass their checks here."),
+    precision: str = typer.Option("fp32", help="Decoder precision: fp32, bf16 or int8 (see `generate batch`)."),
 ) -> None:
     """Generate one clip per prompt (through the batch machinery: cache, post-processing, provenance)."""
     from musicops.cli.generate import generate_prompts
 
-    generate_prompts(prompt, model, duration, seed, out)
+    generate_prompts(prompt, model, duration, seed, out, precision)
 
 
 @app.command("fine-tune")

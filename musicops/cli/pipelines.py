@@ -48,6 +48,7 @@ def run_batch_generate(
     model: str = typer.Option("musicgen-tiny", help="Model reference (alias resolved once, at the start)."),
     batch_size: int = typer.Option(8), shard_size: int = typer.Option(16),
     no_cache: bool = typer.Option(False, "--no-cache"),
+    precision: str = typer.Option("fp32", help="Decoder precision: fp32, bf16 or int8."),
 ) -> None:
     """plan -> ParallelFor(shards: generate -> post-process -> store) -> summary, with kfp.local."""
     from musicops.config import get_settings
@@ -60,6 +61,7 @@ def run_batch_generate(
         batch_id = run_local("batch-generate", {
             "prompts_file": str(prompts_file.resolve()), "model_ref": model, "batch_size": batch_size,
             "shard_size": shard_size, "no_cache": no_cache, "mlflow_tracking_uri": settings.mlflow_tracking_uri,
+            "precision": precision,
         }, settings)
     except RuntimeError as exc:
         fail(f"pipeline failed: {exc}")

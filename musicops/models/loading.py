@@ -59,13 +59,17 @@ def resolve_model(reference: str, settings: Settings | None = None) -> ResolvedM
 
 
 def load_model(reference: str | ResolvedModel, settings: Settings | None = None,
-               device: str | None = None) -> TransformersMusicGen:
-    """Load the model a reference names (resolving it first when given a string).
+               device: str | None = None, precision: str = "fp32") -> TransformersMusicGen:
+    """Load the model a reference names (resolving it first when given a string), generating at
+    `precision` (fp32, bf16, int8: see musicops.models.decode).
 
     Every reference loads as the transformers MusicGen backend (audiocraft checkpoints are imported
     into that format), which fine-tuning relies on.
     """
+    from musicops.models.decode import check_precision
     from musicops.models.musicgen import TransformersMusicGen
+
+    precision = check_precision(precision)  # a typo fails before any weights are read
 
     settings = settings or get_settings()
     resolved = reference if isinstance(reference, ResolvedModel) else resolve_model(reference, settings)
@@ -83,4 +87,5 @@ def load_model(reference: str | ResolvedModel, settings: Settings | None = None,
         model = TransformersMusicGen.from_dir(directory, info=info, device=device)
     if device and resolved.kind == "preset":
         model.model.to(device)
+    model.precision = precision
     return model
