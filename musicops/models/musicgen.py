@@ -18,6 +18,7 @@ from musicops.errors import MusicopsError
 from musicops.models.base import GenerationParams, ModelInfo, MusicModel
 
 if TYPE_CHECKING:
+    from musicops.models.continuous import ContinuousBatch
     from musicops.models.decode import DecodeEngine
 
 CONFIG_FILE = "config.json"
@@ -140,6 +141,14 @@ class TransformersMusicGen(MusicModel):
         if key not in self._engines:
             self._engines[key] = DecodeEngine(self.model, self.processor, precision)
         return self._engines[key]
+
+    def continuous(self, max_rows: int = 16, slot_steps: int | None = None,
+                   precision: str | None = None) -> ContinuousBatch:
+        """A continuous batch over this model's engine: clips join at any decode step and leave when
+        done; in fp32 each clip is bit-identical to `generate` of it alone (`musicops.models.continuous`)."""
+        from musicops.models.continuous import ContinuousBatch
+
+        return ContinuousBatch(self.engine(precision), max_rows, slot_steps)
 
     @staticmethod
     def _seeds(prompts: list[str], seed: int | list[int]) -> list[int]:

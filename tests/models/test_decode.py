@@ -129,3 +129,69 @@ def test_bad_arguments_are_named(tiny, engine) -> None:
     with pytest.raises(ValueError, match="seeds"):
         engine.decode_codes(PROMPTS, GenerationParams(duration_s=0.5), [1])
     assert engine.decode_codes([], GenerationParams(duration_s=0.5), 0).codes == []
+
+
+# ------------------------------------------------------------------ continuous batching
+MIXED = [GenerationParams(duration_s=0.5), GenerationParams(duration_s=1.2, do_sample=False, guidance_scale=3.0),
+         GenerationParams(duration_s=0.7, temperature=0.7, top_k=0, top_p=0.9),
+         GenerationParams(duration_s=0.6, guidance_scale=1.0),
+         GenerationParams(duration_s=0.9, do_sample=False, guidance_scale=1.0)]
+MIXED_PROMPTS = [*PROMPTS, "x", "lofi beat with vinyl crackle"]
+
+
+def test_continuous_batch_clips_equal_solo_generate(tiny) -> None:
+    """Clips that join a running batch at different steps (and wait for a free place) are
+    bit-identical to `generate` of each alone; never more clips in flight than max_rows."""
+    from musicops.models.continuous import ClipRequest
+
+    requests = [ClipRequest(p, q, 100 + i, tag=i) for i, (p, q) in enumerate(zip(MIXED_PROMPTS, MIXED, strict=True))]
+    solo = [tiny.generate([r.prompt], r.params, r.seed)[0] for r in requests]
+    batch = tiny.continuous(max_rows=3)
+    joins = {0: [0, 1], 5: [2], 9: [3, 4]}  # scheduler step -> requests submitted then
+    done: dict[int, tuple[np.ndarray, int]] = {}
+    while joins or not batch.idle:
+        for index in joins.pop(batch.steps_run, []):
+            batch.submit(requests[index])
+        result = batch.step()
+        assert result.rows <= 3 and not result.failed
+        for clip in result.finished:
+            done[clip.request.tag] = (batch.audio(clip), clip.joined_at)
+    assert batch.peak_rows == 3
+    assert sorted({joined for _, joined in done.values()}) == [0, 5, 28, 43]  # 3 and 4 waited for places
+    for index, expected in enumerate(solo):
+        assert np.array_equal(done[index][0], expected), f"clip {index} differs from its solo run"
+
+
+def test_continuous_short_clip_leaves_before_a_long_one(tiny) -> None:
+    from musicops.models.continuous import ClipRequest
+
+    batch = tiny.continuous(max_rows=4)
+    batch.submit(ClipRequest("long", GenerationParams(duration_s=2.0), 1, tag="long"))
+    for _ in range(10):
+        batch.step()
+    batch.submit(ClipRequest("short", GenerationParams(duration_s=0.5), 2, tag="short"))
+    order = [clip.request.tag for clip in batch.run([])]
+    assert order == ["short", "long"]
+
+
+def test_continuous_slots_bound_memory_and_refuse_longer_clips(tiny) -> None:
+    from musicops.models.continuous import ClipRequest
+
+    steps = tiny.tokens_for(1.0)
+    batch = tiny.continuous(max_rows=2, slot_steps=steps)
+    with pytest.raises(ValueError, match="KV slot"):
+        batch.submit(ClipRequest("too long", GenerationParams(duration_s=1.5), 0))
+    requests = [ClipRequest(f"clip {i}", GenerationParams(duration_s=0.5 + 0.1 * (i % 3)), i, tag=i) for i in range(6)]
+    codes = {clip.request.tag: clip.codes for clip in batch.run(requests)}
+    assert batch.peak_rows == 2 and len(codes) == 6
+    one_slot = batch.kv_bytes() // 2
+    assert batch.kv_bytes() == 2 * one_slot  # two slots, reused by all six clips
+    engine = tiny.engine()
+    for request in requests:
+        assert torch_equal(codes[request.tag], engine.decode_codes([request.prompt], request.params, request.seed).codes[0])
+
+
+def torch_equal(a, b) -> bool:
+    import torch
+
+    return bool(torch.equal(a, b))
