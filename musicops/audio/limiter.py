@@ -18,7 +18,7 @@ from musicops.audio.measure import amplitude_db, channels_first, frame_peaks
 LIMITER_MARGIN_DB = 0.1
 # The final safety trim (only used if the limiter's estimate was still beaten) lands this far below.
 SAFETY_MARGIN_DB = 0.05
-_CONTROL_PERIOD_S = 0.0005  # limiter gain control rate (2 kHz); far above any audible gain change
+CONTROL_PERIOD_S = 0.0005  # limiter gain control rate (2 kHz); far above any audible gain change
 
 
 def limit(samples: np.ndarray, sample_rate: int, ceiling_dbtp: float, lookahead_ms: float = 5.0,
@@ -52,7 +52,7 @@ class GainControl:
     def __init__(self, frame_peak: np.ndarray, rate: int, lookahead_ms: float = 5.0,
                  release_ms: float = 60.0):
         self.frames = frame_peak.shape[0]
-        self.block = max(1, round(rate * _CONTROL_PERIOD_S))
+        self.block = max(1, round(rate * CONTROL_PERIOD_S))
         blocks = -(-self.frames // self.block)
         padded = np.zeros(blocks * self.block)
         padded[: self.frames] = frame_peak

@@ -149,7 +149,7 @@ def frame_peaks(x: np.ndarray, oversample: int = 4) -> np.ndarray:
 
 
 @lru_cache(maxsize=16)
-def _k_weighting(rate: int) -> np.ndarray:
+def k_weighting(rate: int) -> np.ndarray:
     """BS.1770 K-weighting as second-order sections, built by pyloudnorm's own filter class."""
     from pyloudnorm.iirfilter import IIRfilter
 
@@ -167,7 +167,7 @@ def k_weighted_energy(x: np.ndarray, rate: int) -> np.ndarray:
     """Squared K-weighted signal of channels-first `x` (a new array): what `gated_loudness` gates."""
     from scipy.signal import sosfilt
 
-    weighted = sosfilt(_k_weighting(rate), x, axis=1)
+    weighted = sosfilt(k_weighting(rate), x, axis=1)
     return np.square(weighted, out=weighted)
 
 

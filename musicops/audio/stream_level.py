@@ -29,8 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from musicops.audio.limiter import _CONTROL_PERIOD_S, LIMITER_MARGIN_DB
-from musicops.audio.measure import _k_weighting, channels_first, frame_peaks
+from musicops.audio.limiter import CONTROL_PERIOD_S, LIMITER_MARGIN_DB
+from musicops.audio.measure import channels_first, frame_peaks, k_weighting
 
 _UNIT_BLOCKS = 32  # control blocks per processing unit (512 samples, 16 ms at 32 kHz)
 
@@ -53,7 +53,7 @@ class StreamLeveler:
         self.ceiling_dbtp = float(ceiling_dbtp)
         self.gate_lufs = float(gate_lufs)
         self.gain_range_db = (float(gain_range_db[0]), float(gain_range_db[1]))
-        self.block = max(1, round(self.rate * _CONTROL_PERIOD_S))  # limiter control block
+        self.block = max(1, round(self.rate * CONTROL_PERIOD_S))  # limiter control block
         self.unit = self.block * _UNIT_BLOCKS
         self.reach = self.block  # interpolator reach (10 samples at 4x), rounded up to a block
         self.lookahead = max(1, math.ceil(lookahead_ms * self.rate / 1000.0 / self.block))  # blocks
@@ -62,7 +62,7 @@ class StreamLeveler:
         self.window_units = max(1, round(window_s * self.rate / self.unit))
         self._weights = np.array([1.41 if c in (3, 4) else 1.0 for c in range(self.channels)])  # BS.1770
         # leveller state
-        sos = _k_weighting(self.rate)
+        sos = k_weighting(self.rate)
         self._sos = sos
         self._k_state = np.zeros((sos.shape[0], self.channels, 2))
         self._energies = np.zeros((self.window_units, self.channels))  # ring of per-unit K-weighted energy
