@@ -111,7 +111,7 @@ def build_service(config: ServeConfig, settings: Settings | None = None,
     metrics = ServerMetrics()
     manager = ModelManager(config.model, settings, config.poll_interval_s, metrics, initial)
     engine = Engine(manager, settings, config.max_batch_size, config.max_wait_ms, metrics, config.formats,
-                    config.finish_processes)
+                    config.finish_processes, config.max_duration_s)
     keys = KeyStore.for_settings(settings)
     jobs = JobStore.for_settings(settings, config.port)
     signer = UrlSigner(serve_secret(serve_dir, settings), config.url_ttl_s)

@@ -6,15 +6,23 @@ rows are identical to the batch pipeline's. Keyed requests carry their tenant in
 (one cache per tenant: a hit never reveals another tenant's prompts); a batch planned with
 `BatchOptions(tenant=...)` fills that tenant's cache. Cache hits are answered from the provenance DB without touching the model.
 
-Misses go to one model thread. It takes the oldest waiting request and every other waiting request
-with compatible params (same duration and sampling options) up to `max_batch_size` items, waiting at
-most `max_wait_ms` for more only while other requests are being admitted (a lone request never
-waits), and runs them as one `generate_items` call on the model in service at that moment. Clips
-are bit-identical whatever batch they are in (per-prompt generators), so batching never changes an
-asset. Each clip is then post-processed (`process_clip`) and stored (`store_clip`) while the model
-thread runs the next batch, by `finisher.Finisher`: in `finish_processes` worker processes, or on
-its own thread when that is 0 (the process pool's lifecycle, rebuilt when a worker dies, lives
-there). A clip that fails fails only its own request.
+Misses go to one model thread, which runs continuous batching (iteration-level scheduling,
+`musicops.models.continuous.ContinuousBatch`): every waiting request's clips join the running batch
+at the next decode step, whatever their duration or sampling params, and each clip leaves the batch
+(EnCodec, then the finisher) as soon as its own steps are done, so a short request never waits for a
+long one. At most `max_batch_size` clips are in flight; each holds a KV slot sized to its steps, so
+KV memory is bounded by `max_batch_size` x the slot of `max_duration_s`. `max_wait_ms` only matters
+when the model is idle: a new decode run waits that long for requests already being admitted (a
+lone request never waits); once a run is going, arrivals join at the next step. Clips are
+bit-identical to a solo `generate` whatever they decode alongside and whenever they joined, so
+batching never changes an asset. A hot swap lets the clips in flight (and the rest of their
+requests) finish on the model they started on; requests not started yet are re-planned on the new
+model, which starts its own batch once the old one is drained. Each clip is then post-processed
+(`process_clip`) and stored (`store_clip`) while the model thread decodes on, by `finisher.Finisher`:
+in `finish_processes` worker processes, or on its own thread when that is 0 (the process pool's
+lifecycle, rebuilt when a worker dies, lives there). A clip that fails fails only its own request.
+A model without continuous batching (`continuous`) is run one request at a time through
+`generate_items`, as the batch pipeline runs it.
 """
 
 from __future__ import annotations
@@ -91,7 +99,8 @@ def request_items(prompt: str, duration_s: float, seed: int | None = None, n_var
 
 class Engine:
     def __init__(self, manager: Any, settings: Settings, max_batch_size: int = 8, max_wait_ms: float = 10.0,
-                 metrics: Any = None, formats: tuple[str, ...] = ("wav", "flac"), finish_processes: int = 1) -> None:
+                 metrics: Any = None, formats: tuple[str, ...] = ("wav", "flac"), finish_processes: int = 1,
+                 max_duration_s: float | None = None) -> None:
         self.manager = manager
         self.settings = settings
         self.max_batch_size = max_batch_size
@@ -109,7 +118,13 @@ class Engine:
         self._finisher = Finisher(settings, finish_processes, self.store, self.db)
         self._outcome_lock = threading.Lock()
         self.seconds_per_item = 0.05  # running estimate for ETAs (EWMA of model seconds per clip)
-        self.in_model = 0  # items in the model call now
+        self.in_model = 0  # clips in flight in the model now
+        self.max_duration_s = max_duration_s  # KV slots never need more steps than this duration's
+        # the model thread's continuous batch and the loaded model it runs (None: idle, nothing built)
+        self._batch: Any = None
+        self._batch_model: Any = None
+        self._run_started = 0.0  # when the current decode run (steps with clips in flight) began
+        self._run_clips = 0  # clips admitted during it
 
     # lifecycle
 
@@ -182,8 +197,9 @@ class Engine:
         return ticket.future
 
     def queue_depth(self) -> int:
+        batch = self._batch
         with self._cond:
-            return sum(len(t.pending) for t in self._queue)
+            return sum(len(t.pending) for t in self._queue) + (len(batch.waiting) if batch is not None else 0)
 
     def eta_s(self, items_ahead: int) -> float:
         """Rough seconds until `items_ahead` more clips are through the model."""
@@ -193,40 +209,134 @@ class Engine:
 
     def _work(self) -> None:
         while not self._stop.is_set():
-            batch = self._next_batch()
-            if batch:
-                try:
-                    self._run(batch)
-                except Exception as exc:  # never let one bad batch stop the worker
-                    log.exception("model batch failed")
-                    for ticket in batch:
-                        self._fail(ticket, exc)
+            try:
+                if self._admit():
+                    self._step()
+            except Exception as exc:  # never let one bad step stop the worker
+                log.exception("model step failed")
+                self._fail_in_flight(exc)
 
-    def _next_batch(self) -> list[Ticket]:
+    def _wait_for_work(self) -> bool:
+        """Idle model: block until a request waits; a new run waits up to max_wait_ms for requests
+        still being admitted (a lone request never waits). Called holding `_cond`."""
+        while not self._queue:
+            if self._stop.is_set():
+                return False
+            self._cond.wait(0.5)
+        first = self._queue[0]
+        deadline = first.created + self.max_wait_s
+        while not self._stop.is_set():
+            ready = sum(len(t.pending) for t in self._queue)
+            remaining = deadline - time.monotonic()
+            if ready >= self.max_batch_size or self._arriving == 0 or remaining <= 0:
+                break
+            self._cond.wait(remaining)
+        return not self._stop.is_set()
+
+    def _busy(self) -> bool:
+        return self._batch is not None and not self._batch.idle
+
+    def _admit(self) -> bool:
+        """Move waiting requests into the continuous batch while it has places; True when there are
+        clips to decode. After a hot swap, nothing new joins until the old model's batch drains."""
         with self._cond:
-            while not self._queue:
-                if self._stop.is_set():
-                    return []
-                self._cond.wait(0.5)
-            first = self._queue[0]
-            deadline = first.created + self.max_wait_s
-            while not self._stop.is_set():
-                ready = sum(len(t.pending) for t in self._queue if t.compat == first.compat)
-                remaining = deadline - time.monotonic()
-                if ready >= self.max_batch_size or self._arriving == 0 or remaining <= 0:
+            if not self._busy() and not self._wait_for_work():
+                return False
+        while True:
+            loaded = self.manager.current
+            if self._batch is not None and self._batch_model.model_id != loaded.model_id:
+                if self._busy():
+                    break  # in-flight clips finish on the model they started on
+                self._batch = None
+            batch = self._batch
+            if batch is not None and batch.free_places - len(batch.waiting) <= 0:
+                break
+            with self._cond:
+                if not self._queue:
                     break
-                self._cond.wait(remaining)
-            batch: list[Ticket] = []
-            size = 0
-            for ticket in list(self._queue):
-                if ticket.compat != first.compat:
-                    continue
-                if batch and size + len(ticket.pending) > self.max_batch_size:
-                    break
-                batch.append(ticket)
-                size += len(ticket.pending)
-                self._queue.remove(ticket)
-            return batch
+                ticket = self._queue.pop(0)
+            try:
+                self._start_ticket(ticket, loaded)
+            except Exception as exc:
+                log.exception("starting %s failed", ticket.plan.batch_id)
+                self._fail(ticket, exc)
+        return self._busy()
+
+    def _start_ticket(self, ticket: Ticket, loaded: Any) -> None:
+        """Re-plan a request queued before a hot swap, then queue its clips in the batch."""
+        if ticket.plan.model_id != loaded.model_id:  # queued before a hot swap: re-plan on the new model
+            ticket.plan = self.plan(ticket.plan.items, ticket.plan.options, ticket.plan.prompts_file,
+                                    ticket.plan.batch_id, loaded, count=False)
+            ticket.outcomes.clear()
+            self._take_cached(ticket)
+            if not ticket.pending:
+                self._resolve(ticket)
+                return
+            open_batch(ticket.plan, self.db)  # the batch row now names the new version
+            ticket.opened = True
+        ticket.started = time.perf_counter()
+        if not callable(getattr(loaded.model, "continuous", None)):
+            self._run([ticket])  # a backend without continuous batching: one request per model call
+            return
+        if self._batch is None:
+            model = loaded.model
+            slot_steps = model.tokens_for(self.max_duration_s) if self.max_duration_s else None
+            self._batch = model.continuous(self.max_batch_size, slot_steps)
+            self._batch_model = loaded
+        if not self._busy():
+            self._run_started, self._run_clips = time.perf_counter(), 0
+        from musicops.models.continuous import ClipRequest
+
+        sampling = ticket.plan.options.sampling
+        for index in ticket.pending:
+            item = ticket.plan.items[index]
+            self._batch.submit(ClipRequest(item.normalized_prompt, sampling.params(item.duration_s), item.seed,
+                                           tag=(ticket, index)))
+            self._run_clips += 1
+
+    def _step(self) -> None:
+        """One decode step of every clip in flight; finished clips go to EnCodec and the finisher."""
+        batch, loaded = self._batch, self._batch_model
+        result = batch.step()
+        self.in_model = batch.in_flight
+        if self.metrics:
+            self.metrics.decode_step(result.rows, batch.in_flight, batch.peak_rows, batch.kv_bytes())
+        for request, exc in result.failed:
+            ticket, _ = request.tag
+            log.error("admitting a clip of %s failed: %s: %s", ticket.plan.batch_id, type(exc).__name__, exc)
+            self._fail(ticket, exc)
+        for clip in result.finished:
+            ticket, index = clip.request.tag
+            share = clip.seconds / max(1.0, clip.mean_batch)
+            self.seconds_per_item = 0.8 * self.seconds_per_item + 0.2 * share
+            try:
+                audio = batch.audio(clip)
+            except Exception as exc:  # EnCodec failed this clip: only its request fails
+                log.exception("decoding audio of %s failed", ticket.plan.batch_id)
+                self._fail(ticket, exc)
+                continue
+            work = FinishWork(ticket.plan, index, audio, loaded.model.sample_rate, share, ticket.future.done)
+            self._finisher.submit(work, self._on_finished(ticket, index, share))
+        if batch.idle and self._run_clips:  # a decode run ended: what used to be one batch's metrics
+            if self.metrics:
+                version = loaded.resolved.version or loaded.resolved.name
+                self.metrics.generation_seconds.labels(version).observe(time.perf_counter() - self._run_started)
+                self.metrics.batch_size.observe(self._run_clips)
+            self._run_clips = 0
+
+    def _fail_in_flight(self, exc: BaseException) -> None:
+        """A step failed: every request with clips in the batch fails; the next request starts afresh."""
+        batch, self._batch = self._batch, None
+        self.in_model = 0
+        self._run_clips = 0
+        if batch is None:
+            return
+        tickets = {id(item.request.tag[0]): item.request.tag[0] for item in batch.active}
+        tickets.update({id(r.tag[0]): r.tag[0] for r in batch.waiting})
+        for ticket in tickets.values():
+            self._fail(ticket, exc)
+        if self.metrics:
+            self.metrics.decode_step(0, 0, batch.peak_rows, 0)
 
     def _run(self, batch: list[Ticket]) -> None:
         loaded = self.manager.current  # snapshot: a swap during this call does not affect it

@@ -29,12 +29,21 @@ class ServerMetrics:
                                      ("result",), registry=r)
         self.cache_hit_ratio = Gauge("musicops_cache_hit_ratio", "Cache hits / lookups since start.", registry=r)
         self.generation_seconds = Histogram(
-            "musicops_generation_seconds", "Seconds per model call (one dynamic batch).", ("model_version",),
-            buckets=LATENCY_BUCKETS, registry=r)
+            "musicops_generation_seconds",
+            "Seconds per decode run (continuous batching: from the first clip joining an idle model to the "
+            "batch draining; one dynamic batch before).", ("model_version",), buckets=LATENCY_BUCKETS, registry=r)
         self.generated_audio_seconds = Counter("musicops_generated_audio_seconds_total",
                                                "Seconds of audio generated (cache misses).", registry=r)
-        self.batch_size = Histogram("musicops_batch_size", "Items per model call.",
+        self.batch_size = Histogram("musicops_batch_size", "Clips per decode run (see musicops_generation_seconds).",
                                     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256), registry=r)
+        # continuous batching: clips in flight now and at most (bounded by --max-batch-size), steps run
+        self.decode_rows = Gauge("musicops_decode_rows_in_flight", "Clips decoding in the model now.", registry=r)
+        self.decode_rows_peak = Gauge("musicops_decode_rows_in_flight_peak",
+                                      "Most clips ever decoding together in one step.", registry=r)
+        self.decode_steps = Counter("musicops_decode_steps_total", "Decoder steps run.", registry=r)
+        self.decode_row_steps = Counter("musicops_decode_row_steps_total",
+                                        "Clip-steps decoded (sum over steps of clips in the step).", registry=r)
+        self.decode_kv_bytes = Gauge("musicops_decode_kv_bytes", "Bytes held by the decoder's KV slots.", registry=r)
         self.errors = Counter("musicops_errors_total", "Errors by cause.", ("cause",), registry=r)
         self.jobs = Counter("musicops_jobs_total", "Job state transitions.", ("state",), registry=r)
         self.model_info = Gauge("musicops_model_info", "The model in service (value 1).",
@@ -46,6 +55,7 @@ class ServerMetrics:
             self.cache_lookups.labels(result)
         self._hits = 0
         self._lookups = 0
+        self._decode_peak = 0
 
     def cache(self, hits: int, misses: int) -> None:
         if hits:
@@ -56,6 +66,16 @@ class ServerMetrics:
         self._lookups += hits + misses
         if self._lookups:
             self.cache_hit_ratio.set(self._hits / self._lookups)
+
+    def decode_step(self, rows: int, in_flight: int, peak: int, kv_bytes: int) -> None:
+        """One continuous-batching step: `rows` clips decoded, `in_flight` still in the batch."""
+        if rows:
+            self.decode_steps.inc()
+            self.decode_row_steps.inc(rows)
+        self.decode_rows.set(in_flight)
+        self._decode_peak = max(self._decode_peak, peak)  # the model batch is rebuilt on a hot swap
+        self.decode_rows_peak.set(self._decode_peak)
+        self.decode_kv_bytes.set(kv_bytes)
 
     def error(self, cause: str) -> None:
         self.errors.labels(cause).inc()
