@@ -109,9 +109,9 @@ def build_service(config: ServeConfig, settings: Settings | None = None,
     settings = (settings or get_settings(config.home)).ensure()
     serve_dir = settings.home / "serve"
     metrics = ServerMetrics()
-    manager = ModelManager(config.model, settings, config.poll_interval_s, metrics, initial)
+    manager = ModelManager(config.model, settings, config.poll_interval_s, metrics, initial, config.precision)
     engine = Engine(manager, settings, config.max_batch_size, config.max_wait_ms, metrics, config.formats,
-                    config.finish_processes, config.max_duration_s)
+                    config.finish_processes, config.max_duration_s, config.precision)
     keys = KeyStore.for_settings(settings)
     jobs = JobStore.for_settings(settings, config.port)
     signer = UrlSigner(serve_secret(serve_dir, settings), config.url_ttl_s)

@@ -40,9 +40,13 @@ class ServeConfig:
     public_url: str | None = None  # base of audio URLs behind a proxy; default: the request's
     formats: tuple[str, ...] = ("wav", "flac")
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    precision: str = "fp32"  # decoder precision (musicops.models.decode); not fp32 = its own cache entries
     extra: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        from musicops.models.decode import check_precision
+
+        check_precision(self.precision)
         if not 1 <= self.max_batch_size <= 256:
             raise ValueError(f"max_batch_size must be in [1, 256], got {self.max_batch_size}")
         if not 0 <= self.finish_processes <= 64:

@@ -100,8 +100,9 @@ def request_items(prompt: str, duration_s: float, seed: int | None = None, n_var
 class Engine:
     def __init__(self, manager: Any, settings: Settings, max_batch_size: int = 8, max_wait_ms: float = 10.0,
                  metrics: Any = None, formats: tuple[str, ...] = ("wav", "flac"), finish_processes: int = 1,
-                 max_duration_s: float | None = None) -> None:
+                 max_duration_s: float | None = None, precision: str = "fp32") -> None:
         self.manager = manager
+        self.precision = precision  # planned into each item's params: non-fp32 audio has its own cache keys
         self.settings = settings
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_ms / 1000.0
@@ -148,7 +149,7 @@ class Engine:
 
     def options(self, sampling: SamplingOptions, user: str) -> BatchOptions:
         return BatchOptions(batch_size=self.max_batch_size, sampling=sampling, formats=self.formats, user=user,
-                            log_to_mlflow=False)
+                            log_to_mlflow=False, precision=self.precision)
 
     def plan(self, items: list[WorkItem], options: BatchOptions, source: str, batch_id: str | None = None,
              loaded: Any = None, count: bool = True) -> BatchPlan:
@@ -359,7 +360,7 @@ class Engine:
             return
         items = [ticket.plan.items[index] for ticket, index in owners]
         options = BatchOptions(batch_size=self.max_batch_size, sampling=runnable[0].plan.options.sampling,
-                               formats=self.formats, log_to_mlflow=False)
+                               formats=self.formats, log_to_mlflow=False, precision=self.precision)
 
         def on_batch(local: list[int], clips: list[np.ndarray], seconds: float) -> None:
             share = seconds / max(1, len(clips))

@@ -52,8 +52,9 @@ def watched_alias(reference: str) -> str | None:
 
 class ModelManager:
     def __init__(self, reference: str, settings: Settings, poll_interval_s: float = 30.0,
-                 metrics: Any = None, initial: ResolvedModel | None = None) -> None:
+                 metrics: Any = None, initial: ResolvedModel | None = None, precision: str = "fp32") -> None:
         self.reference = reference
+        self.precision = precision  # every version this manager loads generates at this precision
         self.settings = settings
         self.poll_interval_s = poll_interval_s
         self.metrics = metrics
@@ -156,7 +157,7 @@ class ModelManager:
         self.loading = resolved.version or resolved.name
         try:
             started = time.perf_counter()
-            model = load_model(resolved, self.settings)
+            model = load_model(resolved, self.settings, precision=self.precision)
             log.info("loaded %s in %.1fs", resolved.pinned_uri, time.perf_counter() - started)
             return LoadedModel(resolved, model, model_identity(resolved), time.time())
         finally:

@@ -34,6 +34,8 @@ def serve(
     max_body_bytes: int = typer.Option(1 << 20, help="Largest request body read; larger ones get 413 "
                                                      "while they are read, before authentication."),
     log_level: str = typer.Option("info", help="debug, info, warning, error."),
+    precision: str = typer.Option("fp32", help="Decoder precision: fp32, bf16 or int8 (non-fp32 audio gets its "
+                                               "own cache entries; recorded in each asset's params)."),
 ) -> None:
     """Serve the generation API: sync, async jobs, streaming, signed assets, audit, metrics."""
 
@@ -53,7 +55,8 @@ def serve(
                              finish_processes=finish_processes,
                              max_duration_s=max_duration if max_duration is not None else MAX_DURATION_S,
                              max_variations=max_variations, url_ttl_s=url_ttl, webhook_hosts=hosts,
-                             require_keys=not no_auth, public_url=public_url, max_body_bytes=max_body_bytes)
+                             require_keys=not no_auth, public_url=public_url, max_body_bytes=max_body_bytes,
+                             precision=precision)
         # Every request writes to the asset store: a path that cannot take a file fails the start.
         problem = asset_store_problem(settings)
         if problem is not None:
