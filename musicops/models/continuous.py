@@ -27,6 +27,20 @@ than the slot holds is refused at `submit` (ValueError); serving sets it from it
 which it already enforces, so nothing valid is refused there. With `slot_steps=None` slots are sized
 on demand and grow to the longest request they served.
 
+Streaming hooks (both optional; a request without them decodes exactly as before):
+
+- `on_frames(request, codes)`: after each step, the frames that just became complete (all
+  codebooks present: the delay pattern undone, (codebooks, n) in `decode_codes`' layout) are handed
+  to this callback, on the thread that runs `step`; a clip's frames arrive in order, each once, and
+  their concatenation is its `FinishedClip.codes`. Keep it cheap (put the codes on a queue).
+- `prefix`: codes (codebooks, frames) the clip continues from (MusicGen continuation, e.g.
+  `continuation.prompt_codes` of the audio already played): the delay pattern is laid over
+  start token + prefix, as transformers' `generate` does with an audio prompt, and the decoder runs
+  through the prefix columns (its sampled tokens are discarded where the pattern is fixed) before
+  the clip's own steps. The clip still gets `steps_for(duration)` new steps (its duration's frames);
+  a prefix of P frames costs P more decoder steps and P more KV positions (`slot_steps` must hold
+  them). `FinishedClip.codes` and `on_frames` carry only the new frames, not the prefix.
+
 Not thread-safe: one thread drives `submit` and `step` (serving's model thread).
 """
 
@@ -34,7 +48,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,6 +66,12 @@ class ClipRequest:
     params: GenerationParams
     seed: int
     tag: Any = None
+    on_frames: Callable[[ClipRequest, Any], None] | None = None  # new complete frames after each step
+    prefix: Any = None  # codes (codebooks, frames) to continue from (a decoder prefix), or None
+
+    @property
+    def prefix_frames(self) -> int:
+        return 0 if self.prefix is None else int(self.prefix.shape[1])
 
 
 @dataclass
@@ -101,6 +121,10 @@ class _Active:
     started: float
     position: int = 0
     batch_sum: int = 0
+    prefix_frames: int = 0
+    data_columns: Any = None  # (books, frames) column of each frame's token per codebook (on_frames only)
+    last_columns: list[int] = field(default_factory=list)  # data_columns of the last codebook, as ints
+    frames_sent: int = 0  # frames handed to on_frames (prefix frames count as sent)
 
     @property
     def rows(self) -> int:
@@ -138,8 +162,14 @@ class ContinuousBatch:
         books = self.engine.num_codebooks
         if steps + 1 < 2 * books - 1:
             raise ValueError(f"a clip needs at least {books - 1} frames for the delay pattern")
-        if self.slot_steps is not None and steps > self.slot_steps:
-            raise ValueError(f"{request.params.duration_s:g} s needs {steps} decode steps; a KV slot holds "
+        if request.prefix is not None:
+            shape = tuple(request.prefix.shape)
+            if len(shape) != 2 or shape[0] != books or shape[1] < 1:
+                raise ValueError(f"a prefix must be codes ({books}, frames >= 1), got shape {shape}")
+        needed = steps + request.prefix_frames
+        if self.slot_steps is not None and needed > self.slot_steps:
+            extra = f" + {request.prefix_frames} prefix frames" if request.prefix_frames else ""
+            raise ValueError(f"{request.params.duration_s:g} s{extra} needs {needed} decode steps; a KV slot holds "
                              f"{self.slot_steps}")
         self.waiting.append(request)
 
@@ -187,17 +217,39 @@ class ContinuousBatch:
 
         engine = self.engine
         started = time.perf_counter()
-        steps = self.steps_for(request.params)
+        prefix = request.prefix_frames
+        steps = self.steps_for(request.params) + prefix
         length = steps + 1
         guided = request.params.guidance_scale > 1
         hidden, mask = engine.encode([request.prompt], guided)
         cross_kv = engine._cross_attention(hidden, mask)
-        pattern = engine._pattern([length])
+        pattern = engine._pattern([length]) if request.prefix is None else self._prefix_pattern(request.prefix, length)
         tokens = torch.full((engine.num_codebooks, steps + 1), engine.start_token, dtype=torch.long,
                             device=engine.device)
         generator = torch.Generator(device=engine.device).manual_seed(int(request.seed))
-        return _Active(request, self._slot(steps), steps, length, guided, cross_kv, mask.bool()[:, None, None, :],
-                       pattern, pattern == -1, tokens, generator, self.steps_run, started)
+        item = _Active(request, self._slot(steps), steps, length, guided, cross_kv, mask.bool()[:, None, None, :],
+                       pattern, pattern == -1, tokens, generator, self.steps_run, started, prefix_frames=prefix,
+                       frames_sent=prefix)
+        if request.on_frames is not None:
+            data = pattern[:, :length] != engine.pad_token
+            data[:, 0] = False  # the start column
+            columns = torch.stack([torch.nonzero(row, as_tuple=False)[:, 0] for row in data])
+            item.data_columns = columns
+            item.last_columns = [int(c) for c in columns[-1]]
+        return item
+
+    def _prefix_pattern(self, prefix: Any, length: int) -> Any:
+        """The delay pattern over start token + prefix codes (`build_delay_pattern_mask`, as transformers'
+        `generate` lays it over an audio prompt): the prefix's columns are fixed, -1 where tokens go."""
+        import torch
+
+        engine = self.engine
+        codes = torch.as_tensor(prefix, dtype=torch.long, device=engine.device)
+        start = torch.full((engine.num_codebooks, 1), engine.start_token, dtype=torch.long, device=engine.device)
+        _, pattern = engine.model.decoder.build_delay_pattern_mask(torch.cat([start, codes], dim=1),
+                                                                   pad_token_id=engine.start_token,
+                                                                   max_length=length)
+        return pattern
 
     # ------------------------------------------------------------------ step
     def step(self) -> StepResult:
@@ -227,6 +279,8 @@ class ContinuousBatch:
             for item in self.active:
                 item.position += 1
                 item.batch_sum += rows
+                if item.data_columns is not None:
+                    self._send_frames(item)
                 if item.position < item.steps:
                     still.append(item)
                     continue
@@ -236,6 +290,23 @@ class ContinuousBatch:
             self.active = still
         return result
 
+    def _send_frames(self, item: _Active) -> None:
+        """Hand the frames completed by this step (every codebook's token present) to `on_frames`."""
+        import bisect
+
+        import torch
+
+        complete = bisect.bisect_right(item.last_columns, item.position)  # column `position` was just written
+        if complete <= item.frames_sent:
+            return
+        columns = item.data_columns[:, item.frames_sent:complete]
+        merged = torch.where(item.free, item.tokens, item.pattern)
+        codes = torch.gather(merged, 1, columns)
+        item.frames_sent = complete
+        callback = item.request.on_frames
+        assert callback is not None
+        callback(item.request, codes)
+
     def _finish(self, item: _Active) -> FinishedClip:
         import torch
 
@@ -243,6 +314,8 @@ class ContinuousBatch:
         length = item.length
         out = torch.where(item.free[:, :length], item.tokens[:, :length], item.pattern[:, :length])
         codes = out[out != engine.pad_token].reshape(engine.num_codebooks, -1)
+        if item.prefix_frames:
+            codes = codes[:, item.prefix_frames:]
         return FinishedClip(item.request, codes, item.steps, item.joined_at, self.steps_run,
                             time.perf_counter() - item.started, item.batch_sum / max(1, item.steps))
 

@@ -195,3 +195,80 @@ def torch_equal(a, b) -> bool:
     import torch
 
     return bool(torch.equal(a, b))
+
+
+def test_continuous_frames_arrive_incrementally_and_equal_the_clip(tiny) -> None:
+    """on_frames: the frames completed by each step arrive in order, each once, well before the clip
+    ends; their concatenation is the finished clip's codes, which stay bit-identical to a solo run."""
+    import torch
+
+    from musicops.models.continuous import ClipRequest
+
+    params = GenerationParams(duration_s=0.5)
+    got: list[tuple[int, int]] = []  # (scheduler step, frames)
+    parts = []
+    batch = tiny.continuous(max_rows=2)
+
+    def on_frames(request, codes) -> None:
+        got.append((batch.steps_run, codes.shape[1]))
+        parts.append(codes.clone())
+
+    batch.submit(ClipRequest("streamed", params, 5, tag="s", on_frames=on_frames))
+    batch.submit(ClipRequest("plain", params, 6, tag="p"))
+    clips = {clip.request.tag: clip for clip in batch.run([])}
+    steps = tiny.tokens_for(0.5)
+    books = tiny.num_codebooks
+    assert got[0] == (books, 1)  # the first frame is complete after K steps (the delay pattern)
+    assert all(n == 1 for _, n in got) and len(got) == steps - books + 1
+    assert torch.equal(torch.cat(parts, dim=1), clips["s"].codes)
+    engine = tiny.engine()
+    assert torch.equal(clips["s"].codes, engine.decode_codes(["streamed"], params, 5).codes[0])
+    assert torch.equal(clips["p"].codes, engine.decode_codes(["plain"], params, 6).codes[0])
+
+
+def test_continuous_prefix_continues_like_transformers_generate_with_an_audio_prompt(tiny) -> None:
+    """A decoder prefix (continuation codes) is laid under the delay pattern and decoded through, as
+    transformers' `generate` does with decoder prompt codes: greedy new frames are identical."""
+    import torch
+
+    from musicops.models.continuous import ClipRequest
+    from musicops.models.musicgen import _quiet_transformers
+
+    params = GenerationParams(duration_s=0.3, do_sample=False, guidance_scale=1.0)
+    books = tiny.num_codebooks
+    prefix = torch.randint(0, 2048, (books, 7), generator=torch.Generator().manual_seed(3))
+    batch = tiny.continuous(max_rows=2, slot_steps=tiny.tokens_for(0.3) + 7)
+    parts = []
+    batch.submit(ClipRequest("continue me", params, 0, on_frames=lambda r, c: parts.append(c.clone()),
+                             prefix=prefix))
+    batch.submit(ClipRequest("no prefix", params, 1))  # alongside a clip without one
+    clips = {clip.request.prompt: clip for clip in batch.run([])}
+    new = clips["continue me"].codes
+    steps = tiny.tokens_for(0.3)
+    assert new.shape == (books, steps - books + 1)
+    assert torch.equal(torch.cat(parts, dim=1), new)
+
+    inputs = tiny.processor(text=["continue me"], padding=True, return_tensors="pt")
+    start = torch.full((books, 1), int(tiny.model.generation_config.decoder_start_token_id), dtype=torch.long)
+    caught = []
+    original = tiny.model.audio_encoder.decode
+
+    def spy(codes, *args, **kwargs):
+        caught.append(codes.clone())
+        return original(codes, *args, **kwargs)
+
+    with _quiet_transformers(), torch.inference_mode():
+        tiny.model.audio_encoder.decode = spy
+        try:
+            tiny.model.generate(**inputs, decoder_input_ids=torch.cat([start, prefix], dim=1), max_new_tokens=steps,
+                                do_sample=False, guidance_scale=None)
+        finally:
+            tiny.model.audio_encoder.decode = original
+    reference = caught[0][0, 0]  # (books, prefix + new frames)
+    assert torch.equal(reference[:, :7], prefix)
+    assert torch.equal(reference[:, 7:], new)
+    assert torch.equal(clips["no prefix"].codes, tiny.engine().decode_codes(["no prefix"], params, 1).codes[0])
+    with pytest.raises(ValueError, match="KV slot"):
+        batch.submit(ClipRequest("too long", params, 0, prefix=torch.zeros((books, 8), dtype=torch.long)))
+    with pytest.raises(ValueError, match="prefix must be codes"):
+        batch.submit(ClipRequest("bad", params, 0, prefix=torch.zeros((books + 1, 2), dtype=torch.long)))
