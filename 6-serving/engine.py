@@ -81,6 +81,32 @@ class Ticket:
         return (self.plan.items[0].duration_s, self.plan.options.sampling)
 
 
+@dataclass
+class StreamTicket:
+    """One streamed clip (`musicops.serving.streaming`): its `ClipRequest` carries `on_frames` (and a
+    continuation `prefix`); `on_done(clip, None)` or `on_done(None, exc)` is called exactly once, on
+    the model thread. No EnCodec or finisher here: the stream decodes its own frames as they come."""
+
+    request: Any  # ClipRequest; its tag is set to (self, 0) when it is queued
+    model_id: str  # the stream's codec and cache key are this model's: a swap before it starts fails it
+    on_done: Callable[[Any, BaseException | None], None]
+    created: float = field(default_factory=time.monotonic)
+    done: bool = False
+
+    @property
+    def pending(self) -> list[int]:
+        return [] if self.done else [0]
+
+    def finish(self, clip: Any, exc: BaseException | None) -> None:
+        if self.done:
+            return
+        self.done = True
+        try:
+            self.on_done(clip, exc)
+        except Exception:
+            log.exception("stream completion callback failed")
+
+
 def new_batch_id(prefix: str = "api") -> str:
     return f"{prefix}-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:12]}"
 
@@ -111,7 +137,7 @@ class Engine:
         self.db = ProvenanceDB.from_settings(settings)
         self.store = open_asset_store(settings)
         self._cond = threading.Condition()
-        self._queue: list[Ticket] = []
+        self._queue: list[Ticket | StreamTicket] = []
         self._arriving = 0
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -197,6 +223,14 @@ class Engine:
             self._cond.notify_all()
         return ticket.future
 
+    def stream(self, ticket: StreamTicket) -> None:
+        """Queue one streamed clip: it joins the running batch at the next step like any clip, and its
+        frames go to `ticket.request.on_frames` as they are decoded."""
+        ticket.request.tag = (ticket, 0)
+        with self._cond:
+            self._queue.append(ticket)
+            self._cond.notify_all()
+
     def queue_depth(self) -> int:
         batch = self._batch
         with self._cond:
@@ -259,12 +293,34 @@ class Engine:
             try:
                 self._start_ticket(ticket, loaded)
             except Exception as exc:
-                log.exception("starting %s failed", ticket.plan.batch_id)
+                log.exception("starting %s failed", "a stream" if isinstance(ticket, StreamTicket)
+                              else ticket.plan.batch_id)
                 self._fail(ticket, exc)
         return self._busy()
 
-    def _start_ticket(self, ticket: Ticket, loaded: Any) -> None:
+    def _ensure_batch(self, loaded: Any) -> None:
+        if self._batch is None:
+            model = loaded.model
+            slot_steps = model.tokens_for(self.max_duration_s) if self.max_duration_s else None
+            self._batch = model.continuous(self.max_batch_size, slot_steps)
+            self._batch_model = loaded
+        if not self._busy():
+            self._run_started, self._run_clips = time.perf_counter(), 0
+
+    def _start_stream(self, ticket: StreamTicket, loaded: Any) -> None:
+        if ticket.model_id != loaded.model_id:
+            raise GenerationError("the model was swapped before the stream started; retry")
+        if not callable(getattr(loaded.model, "continuous", None)):
+            raise GenerationError("streaming needs a model with continuous batching")
+        self._ensure_batch(loaded)
+        self._batch.submit(ticket.request)
+        self._run_clips += 1
+
+    def _start_ticket(self, ticket: Ticket | StreamTicket, loaded: Any) -> None:
         """Re-plan a request queued before a hot swap, then queue its clips in the batch."""
+        if isinstance(ticket, StreamTicket):
+            self._start_stream(ticket, loaded)
+            return
         if ticket.plan.model_id != loaded.model_id:  # queued before a hot swap: re-plan on the new model
             ticket.plan = self.plan(ticket.plan.items, ticket.plan.options, ticket.plan.prompts_file,
                                     ticket.plan.batch_id, loaded, count=False)
@@ -279,13 +335,7 @@ class Engine:
         if not callable(getattr(loaded.model, "continuous", None)):
             self._run([ticket])  # a backend without continuous batching: one request per model call
             return
-        if self._batch is None:
-            model = loaded.model
-            slot_steps = model.tokens_for(self.max_duration_s) if self.max_duration_s else None
-            self._batch = model.continuous(self.max_batch_size, slot_steps)
-            self._batch_model = loaded
-        if not self._busy():
-            self._run_started, self._run_clips = time.perf_counter(), 0
+        self._ensure_batch(loaded)
         from musicops.models.continuous import ClipRequest
 
         sampling = ticket.plan.options.sampling
@@ -308,6 +358,9 @@ class Engine:
             self._fail(ticket, exc)
         for clip in result.finished:
             ticket, index = clip.request.tag
+            if isinstance(ticket, StreamTicket):
+                ticket.finish(clip, None)
+                continue
             share = clip.seconds / max(1.0, clip.mean_batch)
             self.seconds_per_item = 0.8 * self.seconds_per_item + 0.2 * share
             try:
@@ -434,7 +487,12 @@ class Engine:
         if not ticket.future.done():
             ticket.future.set_result(ordered)
 
-    def _fail(self, ticket: Ticket, exc: BaseException) -> None:
+    def _fail(self, ticket: Ticket | StreamTicket, exc: BaseException) -> None:
+        if isinstance(ticket, StreamTicket):
+            if self.metrics and not ticket.done:
+                self.metrics.error("generation")
+            ticket.finish(None, exc)
+            return
         if ticket.future.done():
             return
         if ticket.opened:

@@ -44,6 +44,22 @@ class ServerMetrics:
         self.decode_row_steps = Counter("musicops_decode_row_steps_total",
                                         "Clip-steps decoded (sum over steps of clips in the step).", registry=r)
         self.decode_kv_bytes = Gauge("musicops_decode_kv_bytes", "Bytes held by the decoder's KV slots.", registry=r)
+        # streaming (/v1/generate/stream, /v1/stream/ws)
+        self.stream_ttfa = Histogram("musicops_stream_time_to_first_audio_seconds",
+                                     "From a stream's start (request or segment queued) to its first audio bytes sent.",
+                                     buckets=LATENCY_BUCKETS, registry=r)
+        self.stream_first_audio_fraction = Histogram(
+            "musicops_stream_first_audio_decoded_fraction",
+            "Fraction of a streamed clip's frames decoded when its first audio was sent (< 1: audio before the "
+            "clip was done).", buckets=(0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 0.9, 1.0), registry=r)
+        self.stream_jitter = Histogram("musicops_stream_chunk_jitter_seconds",
+                                       "|inter-arrival time of a chunk - that of the chunk before| per stream.",
+                                       buckets=LATENCY_BUCKETS, registry=r)
+        self.stream_underruns = Counter("musicops_stream_underruns_total",
+                                        "Chunks sent after the audio already sent would have finished playing "
+                                        "in real time.", registry=r)
+        self.streams = Counter("musicops_streams_total", "Streams by endpoint and result.", ("endpoint", "result"),
+                               registry=r)
         self.errors = Counter("musicops_errors_total", "Errors by cause.", ("cause",), registry=r)
         self.jobs = Counter("musicops_jobs_total", "Job state transitions.", ("state",), registry=r)
         self.model_info = Gauge("musicops_model_info", "The model in service (value 1).",
@@ -76,6 +92,11 @@ class ServerMetrics:
         self._decode_peak = max(self._decode_peak, peak)  # the model batch is rebuilt on a hot swap
         self.decode_rows_peak.set(self._decode_peak)
         self.decode_kv_bytes.set(kv_bytes)
+
+    def stream_first_audio(self, seconds: float, decoded_fraction: float | None) -> None:
+        self.stream_ttfa.observe(seconds)
+        if decoded_fraction is not None:
+            self.stream_first_audio_fraction.observe(decoded_fraction)
 
     def error(self, cause: str) -> None:
         self.errors.labels(cause).inc()

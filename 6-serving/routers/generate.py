@@ -1,6 +1,7 @@
-"""POST /v1/generate (sync) and POST /v1/generate/stream (chunked WAV)."""
+"""POST /v1/generate (sync) and POST /v1/generate/stream (chunked WAV, sent as it is decoded)."""
 
 import asyncio
+import functools
 from collections.abc import Iterator
 from typing import Any
 
@@ -12,8 +13,10 @@ from musicops.generation.planning import SamplingOptions
 from musicops.serving.engine import GenerationError, request_items
 from musicops.serving.keys import ApiKey
 from musicops.serving.routers.deps import api_key, service
-from musicops.serving.schemas import ErrorResponse, GenerateResponse
+from musicops.serving.schemas import GenerateResponse
 from musicops.serving.service import ERROR_RESPONSES, ApiError, Service
+from musicops.serving.streaming import stream_clip, stream_plan
+from musicops.store.cache import asset_id_for
 
 STREAM_CHUNK = 64 * 1024
 
@@ -60,29 +63,42 @@ def build_router(GenerateRequest: Any, StreamRequest: Any) -> APIRouter:  # noqa
         outcomes = await generate_outcomes(svc, key, body, "api:/v1/generate")
         return svc.response(request, [(o.record, o.cache_hit, o.item.variation) for o in outcomes], body.tags)
 
-    @router.post("/generate/stream", summary="Generate one clip and stream it as WAV",
+    @router.post("/generate/stream", summary="Generate one clip and stream it as WAV while it is made",
                  response_class=StreamingResponse,
                  responses={200: {"content": {"audio/wav": {}}, "description": "WAV bytes, chunked"},
-                            409: {"model": ErrorResponse, "description": "The clip failed its quality checks: stored, not delivered"}})
+                            })
     async def generate_stream(body: StreamRequest, request: Request, key: ApiKey = Depends(api_key),
                               svc: Service = Depends(service)) -> Any:
-        """Generates through the same path as /v1/generate (cache, batching, store, provenance), then
-        streams the stored WAV (header, then PCM) in 64 KiB chunks with chunked transfer encoding."""
-        outcomes = await generate_outcomes(svc, key, body, "api:/v1/generate/stream")
-        record = outcomes[0].record
-        if not record.passed:
-            failed = ", ".join(c["name"] for c in record.checks if not c.get("passed", True))
-            raise ApiError(409, "not_delivered", f"asset {record.asset_id} failed quality checks ({failed}); "
-                           "it is stored and flagged but not delivered", "not_delivered")
-        path = svc.engine.store.path_for(record.files["wav"]["sha256"], "wav")
+        """True streaming: a WAV header (exact: the length follows from duration_s), then PCM16 chunks
+        as the model decodes them (EnCodec in cross-faded windows, streaming leveller + true-peak
+        limiter), with chunked transfer encoding. The finished stream is stored as exactly the bytes
+        sent, under its own cache key (params `delivery: stream`); the same request again streams the
+        stored bytes (`X-Cache: hit`). Quality checks run on the stored stream after delivery and are
+        recorded (provenance `checks`, `passed`); streaming cannot withhold audio it already sent."""
+        svc.require_ready()
+        items, seconds = await items_within_quota(svc, key, body)
+        try:
+            options = svc.engine.options(SamplingOptions(**body.sampling.model_dump()), key.user).for_tenant(key.tenant)
+            plan, params = await run_in_threadpool(stream_plan, svc.engine, items[0], options, "api:/v1/generate/stream")
+        except BaseException:
+            await run_in_threadpool(svc.keys.refund, key, seconds)
+            raise
+        record = plan.cached.get(plan.keys[0])
+        headers = {"X-Asset-Id": asset_id_for(plan.keys[0]), "X-Model-Version": str(plan.model.version or ""),
+                   "X-Cache": "hit" if record is not None else "miss"}
+        if record is not None:
+            await run_in_threadpool(svc.keys.refund, key, seconds)  # a hit generates nothing
+            # A stream is checked after it was delivered (its checks are recorded, flags included): the
+            # stored bytes are what this request already received once, so a hit streams them again.
+            path = svc.engine.store.path_for(record.files["wav"]["sha256"], "wav")
 
-        def chunks() -> Iterator[bytes]:
-            with path.open("rb") as handle:
-                while block := handle.read(STREAM_CHUNK):
-                    yield block
+            def stored() -> Iterator[bytes]:
+                with path.open("rb") as handle:
+                    while block := handle.read(STREAM_CHUNK):
+                        yield block
 
-        headers = {"X-Asset-Id": record.asset_id, "X-Model-Version": str(record.model_version or ""),
-                   "X-Cache": "hit" if outcomes[0].cache_hit else "miss"}
-        return StreamingResponse(chunks(), media_type="audio/wav", headers=headers)
+            return StreamingResponse(stored(), media_type="audio/wav", headers=headers)
+        refund = functools.partial(svc.keys.refund, key, seconds)
+        return StreamingResponse(stream_clip(svc, plan, params, refund), media_type="audio/wav", headers=headers)
 
     return router
