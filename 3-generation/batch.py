@@ -86,8 +86,13 @@ def run_batch(prompts_file: str | Path, model_ref: str, options: BatchOptions | 
     return BatchResult(plan, ordered, metrics, run_id)
 
 
-def summarize_plan(plan: BatchPlan, settings: Settings | None = None) -> BatchResult:
-    """Build the result of a plan whose items were stored by other processes (the kfp steps)."""
+def summarize_plan(plan: BatchPlan, settings: Settings | None = None,
+                   measured_seconds: dict[int, float] | None = None) -> BatchResult:
+    """Build the result of a plan whose items were stored by other processes (the kfp steps).
+
+    `measured_seconds` (item index -> model seconds of this run, from the store steps) is what the
+    timings come from: an item regenerated with `--no-cache` keeps its first row, whose
+    `generation_seconds` belongs to that first run. Without it, the rows' figures are used."""
     from datetime import UTC, datetime
 
     from musicops.store.provenance import ProvenanceDB
@@ -101,12 +106,15 @@ def summarize_plan(plan: BatchPlan, settings: Settings | None = None) -> BatchRe
             db.finish_batch(plan.batch_id, "failed", {"n_missing": len(missing)})
             raise RuntimeError(f"batch {plan.batch_id}: {len(missing)} item(s) were not stored "
                                f"(first: line {plan.items[missing[0]].line_no})")
-        outcomes = [ClipOutcome(item, records[key], key in plan.cached, False, records[key].generation_seconds or 0.0)
-                    for item, key in zip(plan.items, plan.keys, strict=True)]
+        measured = measured_seconds or {}
+        outcomes = [ClipOutcome(item, records[key], key in plan.cached, False,
+                                measured.get(index, records[key].generation_seconds or 0.0))
+                    for index, (item, key) in enumerate(zip(plan.items, plan.keys, strict=True))]
         batch = db.get_batch(plan.batch_id)
         started = batch.get("started_at") if isinstance(batch, dict) else getattr(batch, "started_at", None)
         wall = (datetime.now(UTC) - _aware(started)).total_seconds() if started else 0.0
-        generation = sum(o.record.generation_seconds or 0.0 for o in outcomes if not o.cache_hit)
+        generation = (sum(measured.values()) if measured_seconds is not None
+                      else sum(o.record.generation_seconds or 0.0 for o in outcomes if not o.cache_hit))
         metrics = batch_metrics(outcomes, wall, generation, price_per_hour(plan.options, settings))
         db.finish_batch(plan.batch_id, "finished", {k: v for k, v in metrics.items() if k.startswith("n_")})
     finally:

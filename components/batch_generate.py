@@ -108,8 +108,11 @@ def postprocess_shard(plan: Input[Artifact], raw: Input[Artifact], processed: Ou
 
 @dsl.component(base_image=COMPONENT_IMAGE, install_kfp_package=False)
 def store_shard(plan: Input[Artifact], processed: Input[Artifact], musicops_home: str,
-                mlflow_tracking_uri: str) -> int:
-    """Encode WAV/FLAC with provenance tags, write to the asset store, one provenance row each."""
+                mlflow_tracking_uri: str) -> str:
+    """Encode WAV/FLAC with provenance tags, write to the asset store, one provenance row each.
+
+    Returns JSON {item index: model seconds measured in this run}: a regenerated asset that already
+    had a row keeps its first run's figure there, so the summary must not read timings back from it."""
     import json
 
     import numpy as np
@@ -137,7 +140,7 @@ def store_shard(plan: Input[Artifact], processed: Input[Artifact], musicops_home
             store_clip(batch_plan, index, clip, info["seconds"], store, db)
     finally:
         db.close()
-    return len(meta["indices"])
+    return json.dumps({str(index): float(meta["info"][str(index)]["seconds"]) for index in meta["indices"]})
 
 
 @dsl.component(base_image=COMPONENT_IMAGE, install_kfp_package=False)
@@ -153,7 +156,8 @@ def summarize_batch(plan: Input[Artifact], stored: list, musicops_home: str, mlf
     settings = component_settings(musicops_home, mlflow_tracking_uri)
     with open(plan.path) as handle:
         batch_plan = plan_from_json(json.load(handle))
-    summary = summarize_plan(batch_plan, settings)
+    measured = {int(index): seconds for shard in stored for index, seconds in json.loads(shard).items()}
+    summary = summarize_plan(batch_plan, settings, measured)
     for name, value in summary.metrics.items():
         metrics.log_metric(name, float(value))
     return batch_plan.batch_id
