@@ -170,9 +170,10 @@ def create_app(config: ServeConfig | None = None, settings: Settings | None = No
     app.state.svc = svc
     generate_request, stream_request, job_request = request_models(config)
 
-    from musicops.serving.routers import assets, generate, jobs, ops
+    from musicops.serving.routers import assets, generate, jobs, ops, stream
 
     app.include_router(generate.build_router(generate_request, stream_request))
+    app.include_router(stream.router)
     app.include_router(jobs.build_router(job_request))
     app.include_router(assets.router)
     app.include_router(ops.models)

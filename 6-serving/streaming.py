@@ -15,6 +15,7 @@ params marker (`delivery`), so a streamed asset never answers a request for the 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import queue
@@ -24,14 +25,17 @@ from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
 from musicops import __version__, code_version
 from musicops.audio.checks import run_checks, thresholds_for
 from musicops.audio.stream_level import StreamLeveler
 from musicops.generation.batch import open_batch
 from musicops.generation.planning import BatchOptions, BatchPlan, item_params
-from musicops.generation.prompts import WorkItem
+from musicops.generation.prompts import MAX_SEED, WorkItem
 from musicops.models.codec_stream import StreamingCodecDecoder
+from musicops.models.sampling import SamplingParams
+from musicops.serving.schemas import Sampling
 from musicops.store.cache import asset_id_for, cache_key
 
 log = logging.getLogger(__name__)
@@ -252,3 +256,149 @@ def stream_clip(svc: Any, plan: BatchPlan, params: dict[str, Any], refund: Any) 
                 refund()
             except Exception:
                 log.exception("refunding a failed stream failed")
+
+
+class WsStart(BaseModel):
+    """The first message of `WS /v1/stream/ws`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: str = Field(min_length=1, max_length=2000, pattern=r"\S")
+    seed: int = Field(0, ge=0, le=MAX_SEED)
+    segment_s: float = Field(5.0, gt=0, description="Seconds generated per segment (a prompt change waits for the next).")
+    max_s: float = Field(60.0, gt=0, le=3600, description="The stream ends after this much audio.")
+    context_s: float = Field(1.0, gt=0, le=10, description="Seconds of the previous segment each segment continues from.")
+    sampling: Sampling = Field(default_factory=Sampling)
+
+
+async def ws_session(websocket: Any, svc: Any, key: Any, start: WsStart) -> None:
+    """An endless/adaptive stream: segments of `segment_s`, each continuing the codes of the last
+    `context_s` of the one before (a decoder prefix), decoded through one codec/leveller state so
+    they join without a gap; prompt changes take effect at the next segment boundary."""
+    import asyncio
+    import uuid
+
+    from fastapi.concurrency import run_in_threadpool
+    from starlette.websockets import WebSocketDisconnect
+
+    from musicops.models.continuous import ClipRequest
+    from musicops.serving.engine import StreamTicket, request_items
+
+    engine = svc.engine
+    loop = asyncio.get_running_loop()
+    events: asyncio.Queue[tuple[str, int, Any]] = asyncio.Queue()
+    loaded = engine.manager.current
+    decode = loaded.model.engine()
+    pipe = AudioPipe(decode)
+    hop, rate = pipe.codec.hop, pipe.sample_rate
+    started = time.monotonic()
+    state: dict[str, Any] = {"prompt": start.prompt, "requested": None, "stop": False}
+    sampling = SamplingParams(**start.sampling.model_dump())
+
+    async def receive() -> None:
+        try:
+            while True:
+                message = await websocket.receive_json()
+                if isinstance(message, dict) and message.get("stop"):
+                    state["stop"] = True
+                    events.put_nowait(("stop", -1, None))
+                    return
+                prompt = message.get("prompt") if isinstance(message, dict) else None
+                if isinstance(prompt, str) and prompt.strip() and len(prompt) <= 2000:
+                    state["prompt"], state["requested"] = prompt, time.monotonic() - started
+                else:
+                    await websocket.send_json({"type": "error", "code": "invalid_message",
+                                               "message": "send {\"prompt\": \"...\"} or {\"stop\": true}"})
+        except (WebSocketDisconnect, RuntimeError, ValueError):
+            state["stop"] = True
+            events.put_nowait(("stop", -1, None))
+
+    receiver = asyncio.create_task(receive())
+    pacer = Pacer(svc.metrics, rate, pipe.channels, started)
+    pcm: list[bytes] = []
+    segments: list[dict[str, Any]] = []
+    prefix = None
+    context = max(1, round(start.context_s * decode.frame_rate))
+    min_s = (2 * decode.num_codebooks) / decode.frame_rate
+    books = decode.num_codebooks
+
+    async def send(data: bytes) -> None:
+        if data:
+            pcm.append(data)
+            pacer.sent(len(data))
+            await websocket.send_bytes(data)
+
+    await websocket.send_json({"type": "start", "sample_rate": rate, "channels": pipe.channels,
+                               "format": "pcm_s16le", "segment_s": start.segment_s, "max_s": start.max_s})
+    try:
+        index = 0
+        while not state["stop"]:
+            remaining = start.max_s - pipe.frames * hop / rate
+            duration = min(start.segment_s, remaining)
+            if duration < min_s:
+                break
+            segment = {"segment": index, "prompt": state["prompt"], "start_sample": pipe.frames * hop,
+                       "time_s": round(time.monotonic() - started, 3), "requested_s": state["requested"]}
+            first_frame = pipe.frames
+            params = sampling.params(duration)
+
+            def on_frames(request: Any, codes: Any, index: int = index) -> None:
+                loop.call_soon_threadsafe(events.put_nowait, ("frames", index, codes))
+
+            def on_done(clip: Any, exc: BaseException | None, index: int = index) -> None:
+                loop.call_soon_threadsafe(events.put_nowait, ("done", index, (clip, exc)))
+
+            request = ClipRequest(state["prompt"], params, start.seed + index, on_frames=on_frames, prefix=prefix)
+            engine.stream(StreamTicket(request, loaded.model_id, on_done))
+            while True:
+                kind, owner, payload = await events.get()
+                if kind == "stop":
+                    break
+                if owner != index:
+                    continue
+                if kind == "frames":
+                    await send(await run_in_threadpool(pipe.push, payload))
+                    continue
+                clip, exc = payload
+                if exc is not None:
+                    raise exc
+                prefix = clip.codes[:, -context:] if clip.codes.shape[1] >= 1 else None
+                break
+            segment["samples"] = (pipe.frames - first_frame) * hop
+            if segment["samples"]:
+                segments.append(segment)
+            index += 1
+            if prefix is not None and prefix.shape[0] != books:
+                prefix = None
+        await send(await run_in_threadpool(pipe.finish))
+        data = b"".join(pcm)
+        frames = len(data) // (2 * pipe.channels)
+        wav = wav_header(frames, pipe.channels, rate) + data
+        changes = [{"prompt": s["prompt"], "sample_offset": s["start_sample"], "time_s": s["time_s"],
+                    "requested_s": s["requested_s"], "segment": s["segment"]}
+                   for i, s in enumerate(segments) if i == 0 or s["prompt"] != segments[i - 1]["prompt"]]
+        item = request_items(start.prompt, min(start.segment_s, svc.config.max_duration_s), start.seed)[0]
+        options = engine.options(sampling, key.user).for_tenant(key.tenant)
+        extra = {"delivery": "stream-ws", "session": uuid.uuid4().hex, "segment_s": start.segment_s,
+                 "context_s": start.context_s, "max_s": start.max_s, "prompts": changes}
+        plan, params_out = await run_in_threadpool(stream_plan, engine, item, options, "api:/v1/stream/ws", extra)
+        record = await run_in_threadpool(store_stream, engine, plan, params_out, wav, pipe.channels, rate,
+                                         time.monotonic() - started, None)
+        if svc.metrics:
+            svc.metrics.generated_audio_seconds.inc(frames / rate)
+            svc.metrics.streams.labels("ws", "ok").inc()
+        await run_in_threadpool(svc.keys.refund, key, max(0.0, start.max_s - frames / rate))
+        if not receiver.done():
+            await websocket.send_json({"type": "end", "asset_id": record.asset_id, "sha256": record.sha256,
+                                       "samples": frames, "segments": segments, "prompts": changes,
+                                       "underruns": pacer.underruns})
+            await websocket.close()
+    except Exception:
+        if svc.metrics:
+            svc.metrics.streams.labels("ws", "failed").inc()
+        await run_in_threadpool(svc.keys.refund, key, max(0.0, start.max_s - pipe.frames * hop / rate))
+        log.exception("websocket stream failed")
+        with contextlib.suppress(Exception):
+            await websocket.close(code=1011)
+    finally:
+        receiver.cancel()

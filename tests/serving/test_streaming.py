@@ -75,3 +75,57 @@ def test_http_stream_sends_audio_before_the_clip_is_done_and_stores_the_streamed
             assert again.read() == data
         plain = client.post("/v1/generate", json=body).json()["assets"][0]
         assert plain["asset_id"] != asset_id
+
+
+def test_websocket_prompt_change_gives_a_continuous_stream_stored_as_streamed(server, keys, serve_home: Path) -> None:
+    """A prompt change mid-stream: the next segment uses it and continues the previous one's tail,
+    with no gap (samples = sum of segments) and no click at the joins; the stored asset is exactly
+    the streamed PCM and its provenance lists the change and where it took effect."""
+    import json
+
+    import pytest
+    from websockets.exceptions import InvalidStatus
+    from websockets.sync.client import connect
+
+    url = server.url.replace("http://", "ws://") + "/v1/stream/ws"
+    with pytest.raises(InvalidStatus), connect(url):
+        pass  # no key: refused at the handshake
+    pcm = bytearray()
+    changed = False
+    with connect(url, additional_headers={"Authorization": f"Bearer {keys.main}"}, max_size=None) as ws:
+        ws.send(json.dumps({"prompt": "calm lake at dawn", "seed": 4, "segment_s": 1.0, "max_s": 3.0,
+                            "context_s": 0.5}))
+        start = json.loads(ws.recv(timeout=120))
+        assert start["type"] == "start" and start["format"] == "pcm_s16le"
+        while True:
+            message = ws.recv(timeout=120)
+            if isinstance(message, bytes):
+                pcm.extend(message)
+                if not changed:
+                    ws.send(json.dumps({"prompt": "storm over the sea"}))
+                    changed = True
+                continue
+            end = json.loads(message)
+            break
+    assert end["type"] == "end", end
+    x = np.frombuffer(bytes(pcm), dtype="<i2").astype(np.float64)
+    segments = end["segments"]
+    assert len(segments) >= 2 and sum(s["samples"] for s in segments) == len(x) == end["samples"]  # no gap
+    assert [s["start_sample"] for s in segments] == list(np.cumsum([0] + [s["samples"] for s in segments[:-1]]))
+    assert segments[0]["prompt"] == "calm lake at dawn" and segments[-1]["prompt"] == "storm over the sea"
+    # no click: the step across each join is within the signal's own 99.9th percentile step
+    steps = np.abs(np.diff(x))
+    joins = [s["start_sample"] for s in segments[1:]]
+    inside = np.delete(steps, [j - 1 for j in joins])
+    bound = np.percentile(inside, 99.9)
+    worst = max(steps[j - 1] for j in joins)
+    print(f"join step {worst:.0f} vs within-segment p99.9 {bound:.0f} (PCM16 units)")
+    assert worst <= bound
+
+    stored, record = stored_bytes(serve_home, end["asset_id"])
+    assert stored[44:] == bytes(pcm) and hashlib.sha256(stored).hexdigest() == end["sha256"]
+    prompts = record["params"]["prompts"]
+    assert [p["prompt"] for p in prompts] == ["calm lake at dawn", "storm over the sea"]
+    change = next(s for s in segments if s["prompt"] == "storm over the sea")
+    assert prompts[1]["sample_offset"] == change["start_sample"] > 0
+    assert record["params"]["delivery"] == "stream-ws"
