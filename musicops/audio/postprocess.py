@@ -37,7 +37,7 @@ from musicops.audio.measure import (
 _LOUDNESS_STOP_LU = 0.05  # stop iterating gain+limit once this close to the target
 _MAX_STEPS = 8  # gain steps per estimate round (each costs microseconds)
 _MAX_STEP_DB = 12.0
-_DC_HIGHPASS_HZ = 10.0
+DC_HIGHPASS_HZ = 10.0
 
 
 @dataclass(frozen=True)
@@ -189,18 +189,18 @@ def _remove_dc(x: np.ndarray, rate: int) -> np.ndarray:
     from scipy.signal import sosfilt, sosfilt_zi
 
     mean = x.mean(axis=1)
-    if x.shape[1] < 2 or rate / 2 <= _DC_HIGHPASS_HZ:
+    if x.shape[1] < 2 or rate / 2 <= DC_HIGHPASS_HZ:
         return x - mean[:, None]
-    sos = _dc_highpass(rate)
+    sos = dc_highpass(rate)
     initial = sosfilt_zi(sos)[:, None, :] * mean[None, :, None]  # (sections, channels, 2)
     return sosfilt(sos, x, axis=1, zi=initial)[0]
 
 
 @lru_cache(maxsize=16)
-def _dc_highpass(rate: int) -> np.ndarray:
+def dc_highpass(rate: int) -> np.ndarray:
     from scipy.signal import butter
 
-    return butter(2, _DC_HIGHPASS_HZ, btype="highpass", fs=rate, output="sos")
+    return butter(2, DC_HIGHPASS_HZ, btype="highpass", fs=rate, output="sos")
 
 
 class _Fades:

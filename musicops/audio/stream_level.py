@@ -31,6 +31,7 @@ import numpy as np
 
 from musicops.audio.limiter import CONTROL_PERIOD_S, LIMITER_MARGIN_DB
 from musicops.audio.measure import channels_first, frame_peaks, k_weighting
+from musicops.audio.postprocess import DC_HIGHPASS_HZ, dc_highpass
 
 _UNIT_BLOCKS = 32  # control blocks per processing unit (512 samples, 16 ms at 32 kHz)
 
@@ -41,7 +42,8 @@ class StreamLeveler:
     def __init__(self, sample_rate: int, channels: int = 1, *, target_lufs: float = -14.0,
                  ceiling_dbtp: float = -1.0, window_s: float = 3.0, max_slew_db_per_s: float = 6.0,
                  gain_range_db: tuple[float, float] = (-24.0, 24.0), gate_lufs: float = -50.0,
-                 initial_gain_db: float | None = None, lookahead_ms: float = 5.0, release_ms: float = 60.0):
+                 initial_gain_db: float | None = None, lookahead_ms: float = 5.0, release_ms: float = 60.0,
+                 dc_removal: bool = True):
         """`initial_gain_db` None: the first unit's measured gain is used as is (nothing was played yet)."""
         if ceiling_dbtp > 0:
             raise ValueError(f"ceiling_dbtp must be <= 0 dBTP, got {ceiling_dbtp}")
@@ -61,6 +63,10 @@ class StreamLeveler:
         self.slew_db = max_slew_db_per_s * self.unit / self.rate  # per unit
         self.window_units = max(1, round(window_s * self.rate / self.unit))
         self._weights = np.array([1.41 if c in (3, 4) else 1.0 for c in range(self.channels)])  # BS.1770
+        # DC removal: postprocess's 10 Hz high-pass, its state carried across units and started in
+        # steady state for the first unit's mean (no offset step for the causal filter to ring on)
+        self._dc_sos = dc_highpass(self.rate) if dc_removal and self.rate / 2 > DC_HIGHPASS_HZ else None
+        self._dc_state: np.ndarray | None = None
         # leveller state
         sos = k_weighting(self.rate)
         self._sos = sos
@@ -153,9 +159,19 @@ class StreamLeveler:
         return x * ramp
 
     # -------------------------------------------------------------- limiter
+    def _remove_dc(self, x: np.ndarray) -> np.ndarray:
+        from scipy.signal import sosfilt, sosfilt_zi
+
+        if self._dc_sos is None:
+            return x
+        if self._dc_state is None:
+            self._dc_state = sosfilt_zi(self._dc_sos)[:, None, :] * x.mean(axis=1)[None, :, None]
+        y, self._dc_state = sosfilt(self._dc_sos, x, axis=1, zi=self._dc_state)
+        return y
+
     def _run_unit(self, x: np.ndarray) -> np.ndarray:
-        """Level one unit, then limit what the look-ahead now allows; returns limited samples (channels, n)."""
-        y = self._level(x)
+        """Remove DC, level one unit, then limit what the look-ahead now allows; returns (channels, n)."""
+        y = self._level(self._remove_dc(x))
         # peaks of the frames whose interpolation support is complete: this unit shifted back by `reach`
         window = np.concatenate([self._history, y], axis=1)
         peaks = frame_peaks(window)[self.reach: self.reach + self.unit]

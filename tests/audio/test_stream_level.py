@@ -121,3 +121,18 @@ def test_rejects_bad_input():
         StreamLeveler(RATE, ceiling_dbtp=1.0)
     with pytest.raises(ValueError, match="channels"):
         StreamLeveler(RATE, 2).process(np.zeros(100))
+
+
+def test_dc_offset_is_removed_as_in_postprocess():
+    """The whole-clip chain removes DC; the stream chain must too (the dc_offset check runs on streams)."""
+    from musicops.audio.checks import run_checks, thresholds_for
+    from musicops.audio.postprocess import PostProcessSettings
+
+    t = np.arange(RATE * 4) / RATE
+    x = (0.2 * np.sin(2 * np.pi * 220 * t) + 0.3).astype(np.float32)  # a large constant offset
+    y = level_stream([x[i:i + 3000] for i in range(0, len(x), 3000)], RATE)
+    assert abs(float(y[RATE:].mean())) < 1e-3  # after the first second: no offset left
+    kept = level_stream([x], RATE, dc_removal=False)
+    assert abs(float(kept[RATE:].mean())) > 0.05  # the check can fail: without removal the offset stays
+    results = {r.name: r for r in run_checks(y, RATE, 4.0, thresholds_for(PostProcessSettings(), tolerance_lu=3.0))}
+    assert results["dc_offset"].passed
