@@ -118,6 +118,30 @@ def greedy_parity(musicgen: Any) -> bool:
     return bool(torch.equal(seen[0][0], torch.stack(ours)))
 
 
+def stream_ttfa(musicgen: Any, seconds: float, precision: str) -> float | None:
+    """Seconds from submitting one streamed clip to its first audio bytes, through the server's own
+    chain (continuous batch -> frames as they complete -> StreamingCodecDecoder -> StreamLeveler)."""
+    from musicops.models.base import GenerationParams
+    from musicops.models.continuous import ClipRequest
+    from musicops.serving.streaming import AudioPipe
+
+    batch = musicgen.continuous(max_rows=1, precision=precision)
+    pipe = AudioPipe(batch.engine, total_samples=round(seconds * batch.engine.sample_rate))
+    first: dict[str, float] = {}
+    started = time.perf_counter()
+
+    def on_frames(request: Any, codes: Any) -> None:
+        if "t" not in first and pipe.push(codes):
+            first["t"] = time.perf_counter() - started
+
+    batch.submit(ClipRequest(prompts_for(1)[0], GenerationParams(duration_s=seconds, guidance_scale=GUIDANCE), 0,
+                             on_frames=on_frames))
+    while "t" not in first:
+        if batch.step().finished:  # the whole clip decoded before a chunk was due (a very short clip)
+            break
+    return first.get("t")
+
+
 def measure_model(musicgen: Any, args: argparse.Namespace, bandwidth: float) -> dict[str, Any]:
     import torch
 
@@ -175,7 +199,10 @@ def measure_model(musicgen: Any, args: argparse.Namespace, bandwidth: float) -> 
             out["aggregate_over_transformers_16"] = out["aggregate_rtf_16"]["rtf"] / out["transformers_generate_rtf_16"]
     else:
         out["transformers_generate_rtf_16"] = None
-    out["ttfa_s"] = None  # streaming (issue #16 item 3) is not built yet
+    # time to first audio when streaming one clip, per precision (`ttfa_s`: fp32)
+    ttfa = {p: stream_ttfa(musicgen, seconds, p) for p in args.precisions}
+    out["ttfa_s"] = ttfa.get("fp32")
+    out["ttfa_s_per_precision"] = ttfa
     return out
 
 
