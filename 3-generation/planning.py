@@ -129,9 +129,12 @@ def item_params(item: WorkItem, options: BatchOptions) -> dict[str, Any]:
 
 
 def model_identity(resolved: ResolvedModel) -> str:
-    """A stable identity for the cache key: the registry version, preset name or directory content."""
+    """A stable identity for the cache key: the registry version, hub commit, preset name or directory
+    content."""
     if resolved.kind == "registry":
         return f"models:/{resolved.name}/{resolved.version}"
+    if resolved.kind == "hub":  # a hub commit is immutable: repo id + commit sha pin the weights
+        return f"hub:{resolved.name}@{resolved.version}"
     if resolved.kind == "preset":
         return f"preset:{resolved.name}@{__version__}"
     # The pre-existing framing (no separator): a local model's identity is in its assets' cache keys.

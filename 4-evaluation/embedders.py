@@ -8,6 +8,11 @@ always gives the same embedding, and records what it did in a `MetricProvenance`
   mean nothing musically.
 - `clap`: LAION CLAP in transformers format from a local directory (e.g. a local copy of
   laion/clap-htsat-unfused), loaded with `local_files_only=True`.
+- `clap:OWNER/NAME[@REVISION]` (e.g. `clap:laion/clap-htsat-unfused`): the same, from the Hugging
+  Face hub through its standard cache (`musicops.models.hub`: `HF_HUB_OFFLINE`, `HF_HOME` and
+  `HF_HUB_CACHE` respected). The embedder's name records the commit it resolved to
+  (`clap:laion/clap-htsat-unfused@<sha>`), so metric provenance and a catalog rebuilt from its
+  recorded name use exactly those weights.
 - `laion-clap`: the `laion_clap` package (optional, not installed by default).
 """
 
@@ -283,6 +288,23 @@ def _laion_clap(path: str | None) -> Embedder:
     return LaionClapEmbedder(path)
 
 
+CLAP_HUB_PREFIX = "clap:"
+
+
+def _clap_hub(reference: str, path: str | None) -> Embedder:
+    """`clap:OWNER/NAME[@REVISION]`: a transformers CLAP snapshot from the hub (or the offline cache)."""
+    from musicops.models.hub import parse_hub_id, snapshot
+
+    if path is not None:
+        raise ValueError(f"embedder {reference!r} names a hub id and takes no path (use 'clap' for a directory)")
+    ref = parse_hub_id(reference[len(CLAP_HUB_PREFIX):])
+    if ref is None:
+        raise ValueError(f"embedder {reference!r}: expected clap:OWNER/NAME or clap:OWNER/NAME@REVISION "
+                         "(e.g. clap:laion/clap-htsat-unfused)")
+    snap = snapshot(ref)  # HubModelNotFoundError (exit 2) names the id, revision and cache directory
+    return ClapEmbedder.from_dir(snap.directory, name=f"{CLAP_HUB_PREFIX}{snap.repo_id}@{snap.commit}")
+
+
 _REGISTRY: dict[str, Callable[[str | None], Embedder]] = {
     CLAP_TINY: _clap_tiny,
     "clap": _clap_dir,
@@ -295,10 +317,15 @@ def available_embedders() -> list[str]:
 
 
 def get_embedder(name: str = CLAP_TINY, path: str | None = None) -> Embedder:
-    """Build an embedder by registry name; `path` is the local model directory where one is needed."""
+    """Build an embedder by registry name, or `clap:OWNER/NAME[@REVISION]` for a hub CLAP; `path` is
+    the local model directory where one is needed."""
+    if name.startswith(CLAP_HUB_PREFIX):
+        return _clap_hub(name, None if path is None else str(path))
     factory = _REGISTRY.get(name)
     if factory is None:
-        raise ValueError(f"unknown embedder {name!r}; known embedders: {', '.join(available_embedders())}")
+        raise ValueError(f"unknown embedder {name!r}; known embedders: {', '.join(available_embedders())}, "
+                         f"or {CLAP_HUB_PREFIX}OWNER/NAME[@REVISION] (a hub CLAP, e.g. "
+                         f"{CLAP_HUB_PREFIX}laion/clap-htsat-unfused)")
     return factory(None if path is None else str(path))
 
 

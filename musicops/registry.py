@@ -146,3 +146,22 @@ def _musicgen_dir(model_root: Path, uri: str) -> Path:
 def _safe(name: str) -> str:
     """Registered-model names may contain characters that must not become path segments."""
     return re.sub(r"[^A-Za-z0-9._-]", "_", name).lstrip(".") or "_"
+
+
+HUB_TAG_PREFIX = "musicops.hub."
+
+
+def hub_version_tags(base_model: str | None) -> dict[str, str]:
+    """Version tags naming the hub commit a registered version came from, when its base model (the
+    pinned `hub:OWNER/NAME@<sha>` URI that fine-tuning records as `musicops.base_model`) is one.
+
+    `musicops.base_model` already carries the sha inside the URI; these tags make it searchable
+    (`tags.\\`musicops.hub.commit\\` = '<sha>'`) without parsing. Empty for any other base."""
+    from musicops.models.hub import COMMIT_SHA, HUB_PREFIX, parse_hub_id
+
+    if not base_model or not base_model.startswith(HUB_PREFIX):
+        return {}
+    ref = parse_hub_id(base_model)
+    if ref is None or ref.revision is None or not COMMIT_SHA.fullmatch(ref.revision):
+        return {}
+    return {f"{HUB_TAG_PREFIX}repo_id": ref.repo_id, f"{HUB_TAG_PREFIX}commit": ref.revision}

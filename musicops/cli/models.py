@@ -10,11 +10,16 @@ from musicops.cli.common import console, fail
 
 app = typer.Typer(no_args_is_help=True)
 
+REVISION_HELP = ("Hub revision (branch, tag or commit sha) of a hub id; the commit it resolves to is recorded. "
+                 "Same as MODEL@REVISION.")
+
 
 @app.command("generate")
 def generate(
     prompt: list[str] = typer.Option(..., "--prompt", "-p", help="Text prompt (repeat for several clips)."),
-    model: str = typer.Option("musicgen-tiny", help="musicgen-tiny, a local model dir, or models:/NAME@ALIAS."),
+    model: str = typer.Option("musicgen-tiny", help="musicgen-tiny, a local model dir, models:/NAME@ALIAS, or a "
+                                                    "hub id such as facebook/musicgen-small[@REVISION]."),
+    revision: str = typer.Option(None, "--revision", help=REVISION_HELP),
     duration: float = typer.Option(2.0, help="Seconds of audio per clip."),
     seed: int = typer.Option(0, help="Seed of the first clip; the next clips use seed+1, seed+2, ..."),
     out: Path = typer.Option(Path("out"), help="Copy the clips that pass their checks here."),
@@ -23,13 +28,25 @@ def generate(
     """Generate one clip per prompt (through the batch machinery: cache, post-processing, provenance)."""
     from musicops.cli.generate import generate_prompts
 
-    generate_prompts(prompt, model, duration, seed, out, precision)
+    generate_prompts(prompt, _with_revision(model, revision), duration, seed, out, precision)
+
+
+
+def _with_revision(reference: str, revision: str | None) -> str:
+    from musicops.models.hub import with_revision
+
+    try:
+        return with_revision(reference, revision)
+    except ValueError as exc:
+        fail(str(exc), 2)
 
 
 @app.command("fine-tune")
 def fine_tune_cmd(
     manifest: str = typer.Argument(..., help="Manifest: parquet path, version dir, or NAME[@vN]."),
-    base: str = typer.Option("musicgen-tiny", help="Base model reference."),
+    base: str = typer.Option("musicgen-tiny", help="Base model reference (preset, dir, models:/..., or a hub id "
+                                                  "such as facebook/musicgen-small)."),
+    revision: str = typer.Option(None, "--revision", help=REVISION_HELP),
     name: str = typer.Option("", help="Registered model name (default: MUSICOPS_MODEL_NAME)."),
     steps: int = typer.Option(20), batch_size: int = typer.Option(4), lr: float = typer.Option(1e-3),
     grad_accum: int = typer.Option(1), segment: float = typer.Option(2.0, help="Seconds of audio per example."),
@@ -39,9 +56,11 @@ def fine_tune_cmd(
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     from musicops.config import get_settings
+    from musicops.registry import hub_version_tags
     from musicops.training.finetune import FineTuneConfig
-    from musicops.training.run import fine_tune, register_model
+    from musicops.training.run import TAG_PREFIX, fine_tune, register_model
 
+    base = _with_revision(base, revision)
     settings = get_settings()
     config = FineTuneConfig(steps=steps, batch_size=batch_size, learning_rate=lr, grad_accum=grad_accum,
                             segment_s=segment, seed=seed, checkpoint_every=checkpoint_every, lora=lora)
@@ -53,7 +72,9 @@ def fine_tune_cmd(
                                 on_step=lambda s, m: progress.update(task, completed=s, loss=f"{m['loss']:.3f}"))
         except (ValueError, FileNotFoundError, LookupError) as exc:
             fail(str(exc), 2)
-    version = register_model(outcome.model_uri, name or settings.registered_model_name, outcome.tags, settings)
+    # a hub base: its repo id and commit sha also as their own version tags (musicops.hub.*)
+    tags = {**outcome.tags, **hub_version_tags(outcome.tags.get(f"{TAG_PREFIX}base_model"))}
+    version = register_model(outcome.model_uri, name or settings.registered_model_name, tags, settings)
     console.print(f"loss {outcome.losses[0]:.3f} -> {outcome.losses[-1]:.3f} in {outcome.seconds:.1f}s"
                   + (f" (resumed from step {outcome.resumed_from})" if outcome.resumed_from else ""))
     console.print(f"MLflow run {outcome.run_id}; registered models:/{name or settings.registered_model_name}/{version}")
@@ -61,19 +82,30 @@ def fine_tune_cmd(
 
 @app.command("import")
 def import_cmd(
-    directory: Path = typer.Argument(..., help="A local MusicGen directory (config.json, weights, processor)."),
+    directory: str = typer.Argument(..., help="A local MusicGen directory (config.json, weights, processor), or a "
+                                              "hub id such as facebook/musicgen-small[@REVISION]."),
     name: str = typer.Option("", help="Registered model name (default: MUSICOPS_MODEL_NAME)."),
     licence: str = typer.Option("", help="Licence of the weights (read from README.md front matter if empty)."),
+    revision: str = typer.Option(None, "--revision", help=REVISION_HELP),
 ) -> None:
-    """Register existing MusicGen weights (for example a local copy of facebook/musicgen-small)."""
+    """Register existing MusicGen weights (a local directory, or a hub id through the HF cache)."""
     from musicops.config import get_settings
+    from musicops.models.hub import is_hub_id
+    from musicops.models.loading import resolve_model
     from musicops.models.musicgen import ModelLoadError
-    from musicops.training.run import import_model_dir
+    from musicops.registry import hub_version_tags
+    from musicops.training.run import TAG_PREFIX, import_model_dir
 
     settings = get_settings()
     target = name or settings.registered_model_name
+    reference = _with_revision(directory, revision)
+    extra: dict[str, str] = {}
+    if is_hub_id(reference):  # the snapshot directory is what registers; the pinned id and commit are tagged
+        resolved = resolve_model(reference, settings)
+        extra = {f"{TAG_PREFIX}base_model": resolved.pinned_uri, **hub_version_tags(resolved.pinned_uri)}
+        reference = resolved.reference
     try:
-        version = import_model_dir(directory, target, settings, licence or None)
+        version = import_model_dir(reference, target, settings, licence or None, extra_tags=extra or None)
     except (ModelLoadError, ValueError) as exc:
         fail(str(exc), 2)
     console.print(f"registered models:/{target}/{version}")

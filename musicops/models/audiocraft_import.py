@@ -10,15 +10,15 @@ writes a directory the default backend loads. Generation is then the default bac
 test suite shows matches audiocraft's own greedy generation (docs/audiocraft.md).
 
 audiocraft's T5 conditioner keeps the T5 weights out of the checkpoint (only its output projection
-is saved), so the text encoder comes from a local directory (`text_encoder`) or the offline
-Hugging Face cache under the name in the checkpoint's config.
+is saved), so the text encoder comes from a local directory (`text_encoder`) or the Hugging Face
+hub under the name in the checkpoint's config (`musicops.models.hub`: the standard cache, downloaded
+on first use, the cache only with HF_HUB_OFFLINE=1).
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import shutil
 import tempfile
@@ -333,17 +333,18 @@ def _text_encoder_source(t5_cfg: dict[str, Any], text_encoder: Path | None, lm_p
             raise ModelLoadError(f"{text_encoder}: not a transformers T5 directory (no config.json)")
         return Path(text_encoder)
     name = str(t5_cfg.get("name", "t5-base"))
-    try:
-        from huggingface_hub import snapshot_download
+    from musicops.models.hub import HubModelNotFoundError, HubRef, parse_hub_id, snapshot
 
-        # read the cache location now, not at huggingface_hub's import, so callers may point it anywhere
-        hf_home = os.environ.get("HF_HOME")
-        cache_dir = os.environ.get("HF_HUB_CACHE") or (str(Path(hf_home) / "hub") if hf_home else None)
-        return Path(snapshot_download(name, local_files_only=True, cache_dir=cache_dir))
-    except Exception as exc:  # not cached (offline): say what to pass
+    # audiocraft names T5 by hub id ("t5-base", or "google-t5/t5-base"); a bare name is a hub id too here
+    ref = parse_hub_id(name) or HubRef(name)
+    try:
+        # through the hub module: the HF cache as the environment names it now, HF_HUB_OFFLINE respected
+        # (download on first use online); a name that is not cached offline is the clear error below
+        return snapshot(ref).directory
+    except (HubModelNotFoundError, ValueError) as exc:  # not cached (offline), or not on the hub: say what to pass
         raise AudiocraftCheckpointError(
             lm_path, f"its text conditioner is T5 {name!r}, whose weights audiocraft does not store in "
-                     f"{LM_FILE}; pass --text-encoder DIR (a local copy of {name})") from exc
+                     f"{LM_FILE}; pass --text-encoder DIR (a local copy of {name}) ({exc})") from exc
 
 
 def convert_checkpoint(directory: str | Path, out_dir: str | Path, text_encoder: str | Path | None = None,

@@ -1,7 +1,9 @@
 """One entry point to get a model from any reference a user may give.
 
 References: the `musicgen-tiny` preset, a local model directory, `models:/NAME/VERSION` or
-`models:/NAME@ALIAS`. Aliases are resolved to a version once, here, and the version is recorded.
+`models:/NAME@ALIAS`, or a Hugging Face hub id (`facebook/musicgen-small`, `owner/name@revision`,
+`hub:owner/name@<sha>`; see `musicops.models.hub`). Aliases are resolved to a version and hub
+revisions to a commit sha once, here, and that is what is recorded.
 """
 
 from __future__ import annotations
@@ -20,19 +22,27 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class ResolvedModel:
-    """A reference pinned to something immutable (a registry version, a directory, a preset)."""
+    """A reference pinned to something immutable (a registry version, a directory, a preset, a hub
+    commit).
+
+    For "hub": `name` is the repo id, `version` the commit sha the revision resolved to, `reference`
+    the local snapshot directory the weights load from, `revision` what was asked for.
+    """
 
     reference: str
-    kind: str  # "preset" | "directory" | "registry"
+    kind: str  # "preset" | "directory" | "registry" | "hub"
     name: str
     version: str | None = None
     run_id: str | None = None
     tags: dict[str, str] = field(default_factory=dict)
+    revision: str | None = None
 
     @property
     def pinned_uri(self) -> str:
         if self.kind == "registry":
             return f"models:/{self.name}/{self.version}"
+        if self.kind == "hub":
+            return f"hub:{self.name}@{self.version}"
         return self.reference
 
 
@@ -49,12 +59,20 @@ def resolve_model(reference: str, settings: Settings | None = None) -> ResolvedM
         version = resolve_version(ref)
         return ResolvedModel(reference, "registry", ref.name, str(version.version), version.run_id,
                              dict(version.tags or {}))
+    from musicops.models.hub import HUB_PREFIX, is_hub_id
+
     path = Path(reference).expanduser()
-    if path.is_dir():
+    if path.is_dir() and not reference.startswith(HUB_PREFIX):  # a local directory wins, as in transformers
         return ResolvedModel(str(path.resolve()), "directory", path.resolve().name)
+    if is_hub_id(reference):
+        from musicops.models.hub import snapshot
+
+        snap = snapshot(reference)  # HubModelNotFoundError (exit 2) names the id, revision and cache
+        return ResolvedModel(str(snap.directory), "hub", snap.repo_id, snap.commit, tags=snap.tags(),
+                             revision=snap.revision)
     raise ValueError(
         f"unknown model reference {reference!r}: expected {TINY_PRESET!r}, a local model directory, "
-        "models:/NAME/VERSION or models:/NAME@ALIAS"
+        "models:/NAME/VERSION, models:/NAME@ALIAS or a hub id owner/name[@revision]"
     )
 
 
