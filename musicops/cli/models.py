@@ -103,12 +103,34 @@ def import_cmd(
     if is_hub_id(reference):  # the snapshot directory is what registers; the pinned id and commit are tagged
         resolved = resolve_model(reference, settings)
         extra = {f"{TAG_PREFIX}base_model": resolved.pinned_uri, **hub_version_tags(resolved.pinned_uri)}
-        reference = resolved.reference
+        reference = str(_materialised(Path(resolved.reference), settings.ensure().home / "imports"
+                                      / f"hub-{resolved.name.replace('/', '--')}-{resolved.version}"))
     try:
         version = import_model_dir(reference, target, settings, licence or None, extra_tags=extra or None)
     except (ModelLoadError, ValueError) as exc:
         fail(str(exc), 2)
     console.print(f"registered models:/{target}/{version}")
+
+
+def _materialised(snapshot: Path, target: Path) -> Path:
+    """A hub snapshot as plain files: its entries are symlinks into the cache's blobs, which MLflow
+    refuses to log (paths outside the artifact directory). Commits are immutable: copied once."""
+    import shutil
+    import tempfile
+
+    if (target / "config.json").is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-"))
+    try:
+        shutil.copytree(snapshot, staging, symlinks=False, dirs_exist_ok=True)
+        staging.rename(target)
+    except OSError:
+        if not (target / "config.json").is_file():  # a concurrent import did not win either
+            raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
 
 
 @app.command("import-audiocraft")

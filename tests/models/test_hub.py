@@ -302,3 +302,19 @@ def test_eval_regression_with_a_hub_clap_offline(hf_home: Path, tmp_path: Path) 
     assert missing.returncode == 2
     text = " ".join(missing.stderr.split()) + " ".join(missing.stdout.split())
     assert "laion/larger_clap_music" in text and "not in the Hugging Face cache" in text, text
+
+
+@pytest.mark.slow  # logs and registers an MLflow model, ~10 s
+def test_models_import_of_a_hub_id_tags_the_registered_version_with_its_commit(offline_hub: Path) -> None:
+    from mlflow import MlflowClient
+    from typer.testing import CliRunner
+
+    from musicops.cli import app
+    from musicops.registry import configure_mlflow
+
+    done = CliRunner().invoke(app, ["models", "import", MUSICGEN, "--revision", "v2", "--name", "from-hub"])
+    assert done.exit_code == 0, done.output
+    configure_mlflow()
+    tags = MlflowClient().get_model_version("from-hub", "1").tags
+    assert tags["musicops.base_model"] == f"hub:{MUSICGEN}@{COMMIT_OTHER}"
+    assert (tags["musicops.hub.repo_id"], tags["musicops.hub.commit"]) == (MUSICGEN, COMMIT_OTHER)
