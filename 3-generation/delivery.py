@@ -42,7 +42,8 @@ class ProcessedClip:
 
 def process_clip(samples: np.ndarray, sample_rate: int, expected_duration_s: float,
                  options: BatchOptions) -> ProcessedClip:
-    """Post-process, then run the quality checks on exactly what will be delivered.
+    """Post-process (then watermark, when the options ask for one), then run the quality checks on
+    exactly what will be delivered.
 
     Non-finite model output cannot be post-processed or encoded: it is checked as it came out (so the
     `finite` check fails and names it), stored with the bad samples zeroed, and never delivered.
@@ -54,10 +55,16 @@ def process_clip(samples: np.ndarray, sample_rate: int, expected_duration_s: flo
         zeroed = zeroed[:, None] if zeroed.ndim == 1 else zeroed
         return ProcessedClip(zeroed, sample_rate, -math.inf, -math.inf, -math.inf, checks)
     processed = postprocess(samples, sample_rate, options.postprocess)
-    checks = run_checks(processed.samples, processed.sample_rate, expected_duration_s,
+    delivered, loudness_after, true_peak_after = processed.samples, processed.loudness_after, processed.true_peak_after
+    if options.watermark != "none":  # after post-processing, levelled back onto its targets (see watermark.py)
+        from musicops.audio.watermark import mark_for_delivery
+
+        marked = mark_for_delivery(processed.samples, processed.sample_rate, options.watermark, options.postprocess)
+        delivered, loudness_after, true_peak_after = marked.samples, marked.loudness, marked.true_peak
+    checks = run_checks(delivered, processed.sample_rate, expected_duration_s,
                         thresholds_for(options.postprocess, options.loudness_tolerance_lu))
-    return ProcessedClip(processed.samples, processed.sample_rate, processed.loudness_before,
-                         processed.loudness_after, processed.true_peak_after, checks)
+    return ProcessedClip(delivered, processed.sample_rate, processed.loudness_before,
+                         loudness_after, true_peak_after, checks)
 
 
 def store_clip(plan: BatchPlan, index: int, clip: ProcessedClip, generation_seconds: float,

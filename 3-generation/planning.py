@@ -42,11 +42,17 @@ class BatchOptions:
     # The decoder's precision (musicops.models.decode: fp32, bf16, int8). Not fp32 changes the audio,
     # so it goes into each item's params (cache key and provenance); fp32 params and keys are as before.
     precision: str = "fp32"
+    # The watermark embedded at delivery (musicops.audio.watermark): "none" or "perth". Not "none"
+    # changes the audio, so it goes into each item's params (cache key and provenance); "none" params
+    # and keys are as before. Off by default everywhere (see docs/watermark.md for why).
+    watermark: str = "none"
 
     def __post_init__(self) -> None:
         from musicops.models.decode import check_precision
 
         check_precision(self.precision)
+        if self.watermark not in ("none", "perth"):
+            raise ValueError(f"watermark must be one of none, perth; got {self.watermark!r}")
         if not 1 <= self.batch_size <= 256:
             raise ValueError(f"batch_size must be in [1, 256], got {self.batch_size}")
         if not self.formats or any(f not in ("wav", "flac", "ogg") for f in self.formats):
@@ -125,6 +131,10 @@ def item_params(item: WorkItem, options: BatchOptions) -> dict[str, Any]:
                               "postprocess": options.postprocess.to_dict(), "formats": list(options.formats)}
     if options.precision != "fp32":  # fp32 (the reference) stays implicit: existing keys are unchanged
         params["precision"] = options.precision
+    if options.watermark != "none":  # unwatermarked stays implicit: existing keys are unchanged
+        from musicops.audio.watermark import watermark_params
+
+        params["watermark"] = watermark_params(options.watermark)
     return params
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import typer
 
 from musicops import __version__
-from musicops.cli import assets, catalog, datasets, db, generate, models, mos, pipelines
+from musicops.cli import assets, catalog, datasets, db, generate, models, mos, pipelines, watermark
 from musicops.cli import eval as eval_cli
 from musicops.cli import keys as keys_cli
 from musicops.cli.common import MusicopsGroup
@@ -39,6 +39,7 @@ app.add_typer(registry_app, name="registry", help="Promote and roll back model v
 app.add_typer(keys_cli.app, name="keys", help="API keys for the generation server (stored hashed).")
 app.command("serve")(serve)
 app.add_typer(db.app, name="db", help="Database schema revisions and upgrades (Alembic).")
+app.add_typer(watermark.app, name="watermark", help="Detect the watermark in delivered audio files.")
 
 
 def _version_callback(value: bool) -> None:

@@ -19,12 +19,18 @@ PRECISION_HELP = ("Decoder precision: fp32 (reference), bf16 or int8 (faster on 
                   "own cache entries; recorded in each asset's model_version as '#int8').")
 
 
+WATERMARK_HELP = ("Watermark embedded in every delivered clip after post-processing: perth (PerthNet, runs offline, "
+                  "no payload) or none (default: see docs/watermark.md). Recorded in provenance; perth assets get their "
+                  "own cache keys.")
+
+
 def _options(batch_size: int, no_cache: bool, target_lufs: float, ceiling: float, price: float | None,
-             precision: str = "fp32") -> BatchOptions:
+             precision: str = "fp32", watermark: str = "none") -> BatchOptions:
     from musicops.audio.postprocess import PostProcessSettings
     from musicops.generation.planning import BatchOptions
 
     return BatchOptions(batch_size=batch_size, use_cache=not no_cache, price_per_hour=price, precision=precision,
+                        watermark=watermark,
                         postprocess=PostProcessSettings(target_lufs=target_lufs, true_peak_dbtp=ceiling))
 
 
@@ -39,6 +45,7 @@ def batch(
     ceiling: float = typer.Option(-1.0, help="True-peak ceiling (dBTP)."),
     price: float = typer.Option(None, help="Accelerator price per hour for the cost metric."),
     precision: str = typer.Option("fp32", help=PRECISION_HELP),
+    watermark: str = typer.Option("none", help=WATERMARK_HELP),
 ) -> None:
     """Generate every prompt x variation of a prompts file (cache first, then the model)."""
     from musicops.generation.batch import run_batch
@@ -46,7 +53,7 @@ def batch(
     from musicops.registry import ModelNotFoundError
 
     try:
-        options = _options(batch_size, no_cache, target_lufs, ceiling, price, precision)
+        options = _options(batch_size, no_cache, target_lufs, ceiling, price, precision, watermark)
         result = _run_with_progress(lambda progress: run_batch(prompts_file, model, options, progress=progress))
     except (PromptsFileError, ModelNotFoundError, ValueError) as exc:
         fail(str(exc), 2)
