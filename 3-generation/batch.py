@@ -19,7 +19,7 @@ import numpy as np
 
 from musicops import code_version
 from musicops.config import Settings, get_settings
-from musicops.generation.delivery import process_clip, store_clip
+from musicops.generation.delivery import process_clip, store_clip, store_stems
 from musicops.generation.metrics import batch_metrics, price_per_hour
 from musicops.generation.planning import BatchOptions, BatchPlan, options_dict, plan_batch
 from musicops.generation.prompts import WorkItem
@@ -43,6 +43,11 @@ def run_batch(prompts_file: str | Path, model_ref: str, options: BatchOptions | 
     plan = plan_batch(prompts_file, model_ref, options, settings, items=items)
     store = open_asset_store(settings)
     store.sweep_partials()
+    separator = None
+    if options.stems != "none":  # before any generation: unavailable weights fail the batch up front
+        from musicops.audio.stems import load_separator
+
+        separator = load_separator(options.stems)
     db = ProvenanceDB.from_settings(settings)
     started = time.perf_counter()
     outcomes: dict[int, ClipOutcome] = {}
@@ -73,9 +78,12 @@ def run_batch(prompts_file: str | Path, model_ref: str, options: BatchOptions | 
                     progress("generate", len(outcomes), total)
 
             generate_items(model, pending, options, on_batch)
-        wall = time.perf_counter() - started
+        wall = time.perf_counter() - started  # generation only: stems are counted apart (n_stems)
         ordered = [outcomes[i] for i in range(len(plan.items))]
+        n_stems = _separate(plan, ordered, separator, store, db, progress) if separator is not None else None
         metrics = batch_metrics(ordered, wall, generation_seconds, price_per_hour(options, settings))
+        if n_stems is not None:
+            metrics["n_stems"] = float(n_stems)
         db.finish_batch(plan.batch_id, "finished", {k: v for k, v in metrics.items() if k.startswith("n_")})
     except BaseException:
         db.finish_batch(plan.batch_id, "failed", {"n_done": len(outcomes)})
@@ -121,6 +129,19 @@ def summarize_plan(plan: BatchPlan, settings: Settings | None = None,
         db.close()
     run_id = log_batch_to_mlflow(plan, outcomes, metrics, settings) if plan.options.log_to_mlflow else None
     return BatchResult(plan, outcomes, metrics, run_id)
+
+
+def _separate(plan: BatchPlan, ordered: list[ClipOutcome], separator: Any, store: Any, db: Any,
+              progress: Progress | None) -> int:
+    """`stems`: every delivered clip (generated now or from the cache) separated into stem assets linked
+    to it (delivery.store_stems); stems already stored for a clip are kept. Returns the stems stored."""
+    delivered = [o for o in ordered if o.record.passed]
+    n = 0
+    for done, outcome in enumerate(delivered, 1):
+        n += len(store_stems(plan, outcome.record, separator, store, db))
+        if progress:
+            progress("stems", done, len(delivered))
+    return n
 
 
 def open_batch(plan: BatchPlan, db: Any) -> None:

@@ -129,3 +129,108 @@ def deliver(result: BatchResult, out_dir: str | Path, settings: Settings | None 
 
 def _finite(value: float) -> float | None:
     return value if value is not None and math.isfinite(value) else None
+
+
+def stem_cache_key(parent: Any, stem: str, separator: dict[str, Any], formats: list[str]) -> str:
+    """A stem's cache key: its parent's prompt and seed, the model slot naming the parent's cache key (the
+    stem is the separator applied to that asset), and params naming the stem and the separator."""
+    from musicops.store.cache import cache_key
+
+    return cache_key(parent.normalized_prompt, stem_params(parent, stem, separator, formats),
+                     f"stem-of:{parent.cache_key}", parent.seed, parent.tenant)
+
+
+def stem_params(parent: Any, stem: str, separator: dict[str, Any], formats: list[str]) -> dict[str, Any]:
+    """The provenance link: params["stem_of"] = parent asset id, params["stem"] = its name."""
+    return {"stem_of": parent.asset_id, "stem": stem, "separator": separator, "formats": list(formats)}
+
+
+def find_stems(db: Any, parent: Any, separator: dict[str, Any], formats: list[str]) -> dict[str, Any]:
+    """The parent's stems already stored for this separator: {stem name: AssetRecord} (keyed lookup)."""
+    from musicops.audio.stems import STEM_NAMES
+
+    keys = {name: stem_cache_key(parent, name, separator, formats) for name in STEM_NAMES}
+    found = db.find_by_cache_keys(sorted(keys.values()))
+    return {name: found[key] for name, key in keys.items() if key in found}
+
+
+def store_stems(plan: BatchPlan, parent: Any, separator: Any, store: Any, db: Any) -> list[Any]:
+    """Separate a delivered asset into its four stems and store each as an asset linked to it.
+
+    The mix is the parent's stored lossless file (what was delivered). Stems skip loudness
+    normalisation (they must sum to the mix) but keep the true-peak ceiling: one common gain
+    (`musicops.audio.stems.stem_gain`, recorded in the stem's postprocess as `stem_gain`) when any stem
+    would exceed it. A stem's checks: finite, clipping, dc_offset, true_peak, duration, and sum_to_mix
+    (the four stems, read back from their encoded files, against the mix, within SUM_TO_MIX_MAX_ABS).
+    Already stored stems (same parent, separator and formats) are returned, not recomputed.
+    """
+    import io
+    import time
+
+    import soundfile as sf
+
+    from musicops.audio.checks import CheckThresholds
+    from musicops.audio.measure import integrated_loudness, true_peak_dbtp
+    from musicops.audio.stems import SUM_TO_MIX_MAX_ABS, stem_gain, sum_to_mix_error
+    from musicops.store.provenance import AssetRecord
+
+    formats = list(plan.options.formats)
+    provenance = separator.provenance()
+    existing = find_stems(db, parent, provenance, formats)
+    if len(existing) == len(separator.sources):
+        return list(existing.values())
+    lossless = next((f for f in ("wav", "flac") if f in parent.files), None)
+    fmt = lossless or next(iter(parent.files))
+    mix, rate = sf.read(str(store.path_for(parent.files[fmt]["sha256"], fmt)), dtype="float32", always_2d=True)
+    t0 = time.perf_counter()
+    stems = separator.separate(mix, rate)
+    seconds = time.perf_counter() - t0
+    gain = stem_gain(stems, rate, plan.options.postprocess.true_peak_dbtp)
+    if gain != 1.0:
+        stems = {name: (s * np.float32(gain)).astype(np.float32) for name, s in stems.items()}
+    ids = {name: stem_cache_key(parent, name, provenance, formats) for name in stems}
+    params = {name: stem_params(parent, name, provenance, formats) for name in stems}
+    encoded = {}
+    for name, samples in stems.items():
+        tags = {"title": parent.normalized_prompt, "software": f"musicops {__version__}",
+                "asset_id": asset_id_for(ids[name]), "seed": str(parent.seed), "model": parent.model_uri,
+                "params": json.dumps(params[name], sort_keys=True)}
+        encoded[name] = {f: encode(samples, rate, f, tags) for f in formats}
+    if lossless and lossless in formats:  # the bound is checked on what is stored, read back
+        readback = {name: sf.read(io.BytesIO(e[lossless]), dtype="float64", always_2d=True)[0]
+                    for name, e in encoded.items()}
+    else:
+        readback = {name: s.astype(np.float64) for name, s in stems.items()}
+    max_abs, snr = sum_to_mix_error(readback, mix, gain)
+    sum_check = CheckResult("sum_to_mix", max_abs <= SUM_TO_MIX_MAX_ABS or not lossless, max_abs,
+                            f"<= {SUM_TO_MIX_MAX_ABS:g}", f"max |sum(stems)/{gain:.6g} - mix| = {max_abs:.3g}, "
+                            f"SNR {snr:.1f} dB ({fmt} mix, {lossless or 'lossy'} stems)")
+    ceiling = plan.options.postprocess.true_peak_dbtp
+    thresholds = CheckThresholds(loudness_range_lufs=None, true_peak_ceiling_dbtp=ceiling)
+    records = []
+    for name, samples in stems.items():
+        key = ids[name]
+        asset_id = asset_id_for(key)
+        files = {}
+        for f in formats:
+            stored = store.put(encoded[name][f], f)
+            files[f] = {"sha256": stored.sha256, "size": stored.size}
+        checks = [c for c in run_checks(samples, rate, parent.duration_s, thresholds)
+                  if c.name not in ("silence", "loudness", "spectral_flatness")] + [sum_check]
+        record = AssetRecord(
+            asset_id=asset_id, cache_key=key, sha256=files[formats[0]]["sha256"], files=files,
+            prompt=parent.prompt, normalized_prompt=parent.normalized_prompt, seed=parent.seed, params=params[name],
+            model_name=parent.model_name, model_version=parent.model_version, model_run_id=parent.model_run_id,
+            model_uri=parent.model_uri, user=plan.options.user, code_version=code_version(),
+            postprocess={"stem_of": parent.asset_id, "loudness_normalisation": None, "true_peak_dbtp": ceiling,
+                         "stem_gain": gain, "sum_to_mix_max_abs": max_abs, "sum_to_mix_snr_db": _finite(snr)},
+            loudness_before=None, loudness_after=_finite(integrated_loudness(samples, rate)),
+            true_peak_after=_finite(true_peak_dbtp(samples, rate)),
+            checks=[c.to_dict() for c in checks], passed=all(c.passed for c in checks), batch_id=plan.batch_id,
+            line_no=parent.line_no, variation=parent.variation, tags=[*(parent.tags or []), f"stem:{name}"],
+            duration_s=samples.shape[0] / rate, sample_rate=rate, generation_seconds=seconds / len(stems),
+            tenant=parent.tenant,
+        )
+        stored_record, _created = db.add_asset(record)
+        records.append(stored_record)
+    return records

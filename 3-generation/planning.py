@@ -46,6 +46,11 @@ class BatchOptions:
     # changes the audio, so it goes into each item's params (cache key and provenance); "none" params
     # and keys are as before. Off by default everywhere (see docs/watermark.md for why).
     watermark: str = "none"
+    # Source separation of each delivered clip (musicops.audio.stems): "none", "htdemucs" (published
+    # weights via the HF hub) or "htdemucs-random" (same architecture, random init, offline). Stems are
+    # assets of their own linked to the clip (delivery.store_stems); the clip itself is unchanged, so
+    # this never enters item params or cache keys.
+    stems: str = "none"
 
     def __post_init__(self) -> None:
         from musicops.models.decode import check_precision
@@ -53,6 +58,8 @@ class BatchOptions:
         check_precision(self.precision)
         if self.watermark not in ("none", "perth"):
             raise ValueError(f"watermark must be one of none, perth; got {self.watermark!r}")
+        if self.stems not in ("none", "htdemucs", "htdemucs-random"):
+            raise ValueError(f"stems must be one of none, htdemucs, htdemucs-random; got {self.stems!r}")
         if not 1 <= self.batch_size <= 256:
             raise ValueError(f"batch_size must be in [1, 256], got {self.batch_size}")
         if not self.formats or any(f not in ("wav", "flac", "ogg") for f in self.formats):

@@ -24,13 +24,20 @@ WATERMARK_HELP = ("Watermark embedded in every delivered clip after post-process
                   "own cache keys.")
 
 
+STEMS_HELP = ("Separate every delivered clip into drums/bass/other/vocals (demucs HTDemucs); each stem is an asset "
+              "of its own linked to the clip (params stem_of/stem). The stems sum to the clip (residual in 'other'); "
+              "not loudness-normalised, true-peak ceiling kept.")
+SEPARATOR_HELP = ("Separator for --stems: htdemucs (published weights via the Hugging Face hub) or htdemucs-random "
+                  "(same architecture, random init: runs offline, stems not musically meaningful).")
+
+
 def _options(batch_size: int, no_cache: bool, target_lufs: float, ceiling: float, price: float | None,
-             precision: str = "fp32", watermark: str = "none") -> BatchOptions:
+             precision: str = "fp32", watermark: str = "none", stems: str = "none") -> BatchOptions:
     from musicops.audio.postprocess import PostProcessSettings
     from musicops.generation.planning import BatchOptions
 
     return BatchOptions(batch_size=batch_size, use_cache=not no_cache, price_per_hour=price, precision=precision,
-                        watermark=watermark,
+                        watermark=watermark, stems=stems,
                         postprocess=PostProcessSettings(target_lufs=target_lufs, true_peak_dbtp=ceiling))
 
 
@@ -46,16 +53,20 @@ def batch(
     price: float = typer.Option(None, help="Accelerator price per hour for the cost metric."),
     precision: str = typer.Option("fp32", help=PRECISION_HELP),
     watermark: str = typer.Option("none", help=WATERMARK_HELP),
+    stems: bool = typer.Option(False, "--stems", help=STEMS_HELP),
+    separator: str = typer.Option("htdemucs", help=SEPARATOR_HELP),
 ) -> None:
     """Generate every prompt x variation of a prompts file (cache first, then the model)."""
+    from musicops.audio.stems import SeparatorUnavailable
     from musicops.generation.batch import run_batch
     from musicops.generation.prompts import PromptsFileError
     from musicops.registry import ModelNotFoundError
 
     try:
-        options = _options(batch_size, no_cache, target_lufs, ceiling, price, precision, watermark)
+        options = _options(batch_size, no_cache, target_lufs, ceiling, price, precision, watermark,
+                           separator if stems else "none")
         result = _run_with_progress(lambda progress: run_batch(prompts_file, model, options, progress=progress))
-    except (PromptsFileError, ModelNotFoundError, ValueError) as exc:
+    except (PromptsFileError, ModelNotFoundError, ValueError, SeparatorUnavailable) as exc:
         fail(str(exc), 2)
     _report(result, out)
 
@@ -114,6 +125,9 @@ def _report(result: object, out: Path | None) -> None:
     m = result.metrics  # type: ignore[attr-defined]
     console.print(f"{int(m['n_items'])} assets: {int(m['n_generated'])} generated, {int(m['n_cache_hits'])} from cache, "
                   f"{int(m['n_failed_checks'])} failed checks (kept out of delivery)")
+    if "n_stems" in m:
+        console.print(f"{int(m['n_stems'])} stem asset(s) (drums/bass/other/vocals per delivered clip, "
+                      f"separator {result.plan.options.stems})")  # type: ignore[attr-defined]
     if m["n_generated"]:
         console.print(f"{m['tracks_per_minute']:.1f} tracks/min, real-time factor {m['real_time_factor']:.3f}, "
                       f"latency p50 {m.get('latency_p50_s', 0):.2f}s p95 {m.get('latency_p95_s', 0):.2f}s "
