@@ -160,8 +160,9 @@ class ContinuousBatch:
         Raises ValueError at once for a clip too short for the delay pattern or too long for a slot."""
         steps = self.steps_for(request.params)
         books = self.engine.num_codebooks
-        if steps + 1 < 2 * books - 1:
-            raise ValueError(f"a clip needs at least {books - 1} frames for the delay pattern")
+        depth = self.engine.channel_codebooks  # the delay pattern's depth (books per audio channel)
+        if steps + 1 < 2 * depth - 1:
+            raise ValueError(f"a clip needs at least {depth - 1} frames for the delay pattern")
         if request.prefix is not None:
             shape = tuple(request.prefix.shape)
             if len(shape) != 2 or shape[0] != books or shape[1] < 1:

@@ -61,7 +61,8 @@ class _Group:
 
 
 def tokens_for(duration_s: float, frame_rate: float, num_codebooks: int) -> int:
-    """Decoder steps for a duration: frames plus K-1, because the delay pattern eats K-1 frames."""
+    """Decoder steps for a duration: frames plus K-1, because the delay pattern eats K-1 frames
+    (K = codebooks per audio channel: stereo's interleaved 2 x K codebooks are delayed as K)."""
     import math
 
     frames = max(1, math.ceil(duration_s * frame_rate))
@@ -128,6 +129,9 @@ class DecodeEngine:
         config = model.decoder.config
         self.num_codebooks = int(config.num_codebooks)
         self.audio_channels = int(config.audio_channels)
+        # codebooks per audio channel: the delay pattern's depth (stereo interleaves 2 x K codebooks,
+        # left and right delayed alike, as `build_delay_pattern_mask` does)
+        self.channel_codebooks = self.num_codebooks // self.audio_channels
         gen = model.generation_config
         start = gen.decoder_start_token_id if gen.decoder_start_token_id is not None else gen.bos_token_id
         self.start_token = int(start)
@@ -142,7 +146,7 @@ class DecodeEngine:
         return cls(musicgen.model, musicgen.processor, precision)
 
     def tokens_for(self, duration_s: float) -> int:
-        return tokens_for(duration_s, self.frame_rate, self.num_codebooks)
+        return tokens_for(duration_s, self.frame_rate, self.channel_codebooks)
 
     def weight_bytes(self) -> int:
         return weight_bytes(self.decoder)
@@ -322,8 +326,9 @@ class DecodeEngine:
             return DecodeResult([], self.precision, 0, 0)
         steps_per_item = [self.tokens_for(p.duration_s) for p in plist]
         lengths = [steps + 1 for steps in steps_per_item]  # transformers' max_length: start token + new tokens
-        if min(lengths) < 2 * books - 1:
-            raise ValueError(f"a clip needs at least {books - 1} frames for the delay pattern")
+        depth = self.channel_codebooks
+        if min(lengths) < 2 * depth - 1:
+            raise ValueError(f"a clip needs at least {depth - 1} frames for the delay pattern")
         steps = max(steps_per_item)
         guided = any(p.guidance_scale > 1 for p in plist)
         with torch.inference_mode():

@@ -1,6 +1,6 @@
 """One entry point to get a model from any reference a user may give.
 
-References: the `musicgen-tiny` preset, a local model directory, `models:/NAME/VERSION` or
+References: a built-in preset (`musicgen-tiny`, `musicgen-stereo-tiny`, `musicgen-melody-tiny`), a local model directory, `models:/NAME/VERSION` or
 `models:/NAME@ALIAS`, or a Hugging Face hub id (`facebook/musicgen-small`, `owner/name@revision`,
 `hub:owner/name@<sha>`; see `musicops.models.hub`). Aliases are resolved to a version and hub
 revisions to a commit sha once, here, and that is what is recorded.
@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from musicops.config import Settings, get_settings
 from musicops.models.base import ModelInfo
-from musicops.models.tiny import TINY_PRESET
+from musicops.models.tiny import PRESETS
 
 if TYPE_CHECKING:
     from musicops.models.musicgen import TransformersMusicGen  # imports torch: only for the annotation
@@ -49,8 +49,8 @@ class ResolvedModel:
 def resolve_model(reference: str, settings: Settings | None = None) -> ResolvedModel:
     """Resolve without loading weights (cheap): used to fail fast and to build cache keys."""
     reference = reference.strip()
-    if reference == TINY_PRESET:
-        return ResolvedModel(reference, "preset", TINY_PRESET)
+    if reference in PRESETS:
+        return ResolvedModel(reference, "preset", reference)
     if reference.startswith("models:/"):
         from musicops.registry import configure_mlflow, parse_model_uri, resolve_version
 
@@ -71,7 +71,8 @@ def resolve_model(reference: str, settings: Settings | None = None) -> ResolvedM
         return ResolvedModel(str(snap.directory), "hub", snap.repo_id, snap.commit, tags=snap.tags(),
                              revision=snap.revision)
     raise ValueError(
-        f"unknown model reference {reference!r}: expected {TINY_PRESET!r}, a local model directory, "
+        f"unknown model reference {reference!r}: expected a preset ({', '.join(PRESETS)}), a local "
+        "model directory, "
         "models:/NAME/VERSION, models:/NAME@ALIAS or a hub id owner/name[@revision]"
     )
 

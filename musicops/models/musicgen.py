@@ -47,13 +47,17 @@ class TransformersMusicGen(MusicModel):
     # ----------------------------------------------------------------- loading
     @classmethod
     def from_preset(cls, name: str = "musicgen-tiny", seed: int = 0) -> TransformersMusicGen:
-        from musicops.models.tiny import TINY_PRESET, build_tiny_musicgen
+        from musicops.models.tiny import MELODY_PRESET, PRESETS, build_preset
 
-        if name != TINY_PRESET:
-            raise ModelLoadError(f"unknown preset {name!r}; the built-in preset is {TINY_PRESET!r}")
+        if name not in PRESETS:
+            raise ModelLoadError(f"unknown preset {name!r}; the built-in presets are {', '.join(PRESETS)}")
         with _quiet_transformers():
-            model, processor = build_tiny_musicgen(seed)
-        return cls(model, processor, ModelInfo(name=TINY_PRESET, source=f"preset:{TINY_PRESET}"))
+            model, processor = build_preset(name, seed)
+        if name == MELODY_PRESET:
+            from musicops.models.melody import MelodyMusicGen
+
+            return MelodyMusicGen(model, processor, ModelInfo(name=name, source=f"preset:{name}"))
+        return cls(model, processor, ModelInfo(name=name, source=f"preset:{name}"))
 
     @classmethod
     def from_dir(cls, directory: str | Path, info: ModelInfo | None = None,
@@ -69,8 +73,13 @@ class TransformersMusicGen(MusicModel):
             model_type = json.loads(config_path.read_text()).get("model_type")
         except (OSError, json.JSONDecodeError) as exc:
             raise ModelLoadError(f"{config_path}: unreadable config ({exc})") from exc
+        if model_type == "musicgen_melody":
+            from musicops.models.melody import MelodyMusicGen
+
+            return MelodyMusicGen.from_dir(directory, info=info, device=device)
         if model_type != "musicgen":
-            raise ModelLoadError(f"{config_path}: model_type is {model_type!r}, expected 'musicgen'")
+            raise ModelLoadError(f"{config_path}: model_type is {model_type!r}, expected 'musicgen' "
+                                 "or 'musicgen_melody'")
         try:
             with _quiet_transformers():
                 model = MusicgenForConditionalGeneration.from_pretrained(directory, local_files_only=True)
@@ -107,6 +116,11 @@ class TransformersMusicGen(MusicModel):
         return int(self.model.decoder.num_codebooks)
 
     @property
+    def audio_channels(self) -> int:
+        """1 (mono) or 2 (stereo MusicGen: left/right codebooks interleaved in the decoder)."""
+        return int(getattr(self.model.decoder.config, "audio_channels", 1))
+
+    @property
     def device(self) -> Any:
         return next(self.model.parameters()).device
 
@@ -115,7 +129,7 @@ class TransformersMusicGen(MusicModel):
         """Decoder steps for a duration: frames plus K-1, because the delay pattern eats K-1 frames."""
         from musicops.models.decode import tokens_for
 
-        return tokens_for(duration_s, self.frame_rate, self.num_codebooks)
+        return tokens_for(duration_s, self.frame_rate, self.num_codebooks // self.audio_channels)
 
     def generate(self, prompts: list[str], params: GenerationParams, seed: int | list[int]) -> list[np.ndarray]:
         """Generate one clip per prompt. `seed` may be one seed or one per prompt.

@@ -11,6 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 TINY_PRESET = "musicgen-tiny"
+STEREO_PRESET = "musicgen-stereo-tiny"  # 2 audio channels: interleaved left/right codebooks, as musicgen-stereo-*
+MELODY_PRESET = "musicgen-melody-tiny"  # MusicgenMelodyForConditionalGeneration: text + chroma prepended
+PRESETS = (TINY_PRESET, STEREO_PRESET, MELODY_PRESET)
 TINY_NOTICE = (
     "musicgen-tiny is a random-init toy of MusicGen's architecture: it produces noise-like audio. "
     "Use real weights (a local model directory or an MLflow version) for music."
@@ -93,21 +96,21 @@ def build_tokenizer() -> Any:
     return T5Tokenizer(vocab=vocab, extra_ids=0)
 
 
-def build_tiny_musicgen(seed: int = 0) -> tuple[Any, Any]:
-    """Return (MusicgenForConditionalGeneration, MusicgenProcessor), deterministic for a seed."""
-    import torch
-    from transformers import (
-        EncodecConfig,
-        EncodecFeatureExtractor,
-        MusicgenConfig,
-        MusicgenDecoderConfig,
-        MusicgenForConditionalGeneration,
-        MusicgenProcessor,
-        T5Config,
-    )
+def build_preset(name: str, seed: int = 0) -> tuple[Any, Any]:
+    """(model, processor) of a built-in preset; KeyError for an unknown name."""
+    if name == TINY_PRESET:
+        return build_tiny_musicgen(seed)
+    if name == STEREO_PRESET:
+        return build_tiny_musicgen(seed, audio_channels=2)
+    if name == MELODY_PRESET:
+        return build_tiny_musicgen_melody(seed)
+    raise KeyError(name)
 
-    tokenizer = build_tokenizer()
-    text = T5Config(
+
+def _tiny_text_config(tokenizer: Any) -> Any:
+    from transformers import T5Config
+
+    return T5Config(
         vocab_size=len(tokenizer),
         d_model=32,
         d_kv=8,
@@ -117,7 +120,13 @@ def build_tiny_musicgen(seed: int = 0) -> tuple[Any, Any]:
         num_heads=4,
         decoder_start_token_id=0,  # type: ignore[call-arg]  # accepted as **kwargs; not in the typed signature
     )
-    audio = EncodecConfig(
+
+
+def _tiny_audio_config() -> Any:
+    """EnCodec at toy size; mono even for stereo MusicGen, whose channels are coded separately."""
+    from transformers import EncodecConfig
+
+    return EncodecConfig(
         sampling_rate=SAMPLE_RATE,
         audio_channels=1,
         hidden_size=32,
@@ -129,13 +138,33 @@ def build_tiny_musicgen(seed: int = 0) -> tuple[Any, Any]:
         target_bandwidths=[2.2],
         normalize=False,
     )
+
+
+def build_tiny_musicgen(seed: int = 0, audio_channels: int = 1) -> tuple[Any, Any]:
+    """Return (MusicgenForConditionalGeneration, MusicgenProcessor), deterministic for a seed.
+
+    `audio_channels=2` is the stereo variant (musicgen-stereo-*): the decoder predicts 2 x 4 codebooks,
+    left and right interleaved, and the mono EnCodec decodes each channel's 4."""
+    import torch
+    from transformers import (
+        EncodecFeatureExtractor,
+        MusicgenConfig,
+        MusicgenDecoderConfig,
+        MusicgenForConditionalGeneration,
+        MusicgenProcessor,
+    )
+
+    tokenizer = build_tokenizer()
+    text = _tiny_text_config(tokenizer)
+    audio = _tiny_audio_config()
     decoder = MusicgenDecoderConfig(
         vocab_size=CODEBOOK_SIZE,
         hidden_size=32,
         num_hidden_layers=2,
         ffn_dim=64,
         num_attention_heads=4,
-        num_codebooks=NUM_CODEBOOKS,
+        num_codebooks=NUM_CODEBOOKS * audio_channels,
+        audio_channels=audio_channels,
         max_position_embeddings=2048,
         pad_token_id=CODEBOOK_SIZE,
         bos_token_id=CODEBOOK_SIZE,
@@ -182,3 +211,53 @@ def configure_generation(model: Any) -> None:
     gen.decoder_start_token_id = decoder.decoder_start_token_id or decoder.bos_token_id
     gen.pad_token_id = decoder.pad_token_id
     gen.bos_token_id = decoder.bos_token_id
+
+
+def build_tiny_musicgen_melody(seed: int = 0) -> tuple[Any, Any]:
+    """Return (MusicgenMelodyForConditionalGeneration, MelodyProcessor), deterministic for a seed.
+
+    MusicGen-melody's real architecture at toy size: a decoder-only model whose inputs are the
+    12-bin chroma of a reference melody (projected, repeated/cut to `chroma_length` frames) and the
+    T5 text states, prepended to the audio tokens (no cross-attention). The processor is
+    torchaudio-free (`musicops.models.melody.MelodyProcessor`); its chroma is the real feature
+    extractor's, computed with torch.stft.
+    """
+    import torch
+    from transformers import (
+        MusicgenMelodyConfig,
+        MusicgenMelodyDecoderConfig,
+        MusicgenMelodyForConditionalGeneration,
+    )
+
+    from musicops.models.melody import MelodyFeatures, MelodyProcessor
+
+    tokenizer = build_tokenizer()
+    decoder = MusicgenMelodyDecoderConfig(
+        vocab_size=CODEBOOK_SIZE,
+        hidden_size=32,
+        num_hidden_layers=2,
+        ffn_dim=64,
+        num_attention_heads=4,
+        num_codebooks=NUM_CODEBOOKS,
+        max_position_embeddings=2048,
+        pad_token_id=CODEBOOK_SIZE,
+        bos_token_id=CODEBOOK_SIZE,
+        decoder_start_token_id=CODEBOOK_SIZE,  # type: ignore[call-arg]  # accepted as **kwargs; not in the typed signature
+    )
+    config = MusicgenMelodyConfig(text_encoder=_tiny_text_config(tokenizer), audio_encoder=_tiny_audio_config(),
+                                  decoder=decoder, num_chroma=12, chroma_length=235)
+    generator_state = torch.random.get_rng_state()
+    try:
+        torch.manual_seed(seed)
+        model = MusicgenMelodyForConditionalGeneration(config)
+        _randomize_codebooks(model, seed)
+        # the chroma projection's default init (std 0.02) drowns a one-hot melody under the position
+        # and text states (norm ~1): at unit scale a different melody makes a different clip
+        with torch.no_grad():
+            proj = model.audio_enc_to_dec_proj.weight
+            proj.copy_(torch.randn(proj.shape, generator=torch.Generator().manual_seed(seed + 2)))
+    finally:
+        torch.random.set_rng_state(generator_state)
+    configure_generation(model)
+    model.eval()
+    return model, MelodyProcessor(tokenizer, MelodyFeatures(sampling_rate=SAMPLE_RATE))
