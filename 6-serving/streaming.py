@@ -211,7 +211,7 @@ def stream_clip(svc: Any, plan: BatchPlan, params: dict[str, Any], refund: Any) 
     pipe = AudioPipe(decode, total_samples=total)
     events: queue.Queue[tuple[str, Any]] = queue.Queue()
     sampling = plan.options.sampling
-    expected_frames = max(1, loaded.model.tokens_for(item.duration_s) - decode.num_codebooks + 1)
+    expected_frames = max(1, loaded.model.tokens_for(item.duration_s) - decode.channel_codebooks + 1)
     received = [0]
 
     def on_frames(request: Any, codes: Any) -> None:
@@ -319,7 +319,7 @@ async def ws_session(websocket: Any, svc: Any, key: Any, start: WsStart) -> None
     segments: list[dict[str, Any]] = []
     prefix = None
     context = max(1, round(start.context_s * decode.frame_rate))
-    min_s = (2 * decode.num_codebooks) / decode.frame_rate
+    min_s = (2 * decode.channel_codebooks) / decode.frame_rate
     books = decode.num_codebooks
 
     async def send(data: bytes) -> None:
