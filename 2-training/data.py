@@ -62,16 +62,22 @@ def encode_manifest(model: Any, manifest: Any, segment_s: float, batch_size: int
     return EncodedDataset(captions, torch.cat(codes).long(), sources)
 
 
-def delay_pattern_labels(codes: Any, pad_token_id: int) -> Any:
-    """(B, K, T) codes -> (B, T+K-1, K) labels where codebook k is shifted right by k steps.
+def delay_pattern_labels(codes: Any, pad_token_id: int, audio_channels: int = 1) -> Any:
+    """(B, K, T) codes -> (B, T+D-1, K) labels where codebook k is shifted right by its delay.
 
-    The positions the delay leaves empty hold the pad token, which MusicGen's loss ignores, and
-    match what the decoder sees at generation time.
+    Mono: codebook k is delayed k steps (D = K). Stereo checkpoints interleave left/right codebooks
+    (K = 2 x D), and both channels' codebook j share the delay j, i.e. k // audio_channels, as in
+    transformers' `build_delay_pattern_mask`. The positions the delay leaves empty hold the pad
+    token, which MusicGen's loss ignores, and match what the decoder sees at generation time.
     """
     import torch
 
     batch, books, frames = codes.shape
-    labels = torch.full((batch, frames + books - 1, books), pad_token_id, dtype=torch.long)
+    if books % audio_channels:
+        raise ValueError(f"{books} codebooks cannot be split over {audio_channels} audio channels")
+    depth = books // audio_channels
+    labels = torch.full((batch, frames + depth - 1, books), pad_token_id, dtype=torch.long)
     for k in range(books):
-        labels[:, k:k + frames, k] = codes[:, k, :]
+        delay = k // audio_channels
+        labels[:, delay:delay + frames, k] = codes[:, k, :]
     return labels

@@ -146,7 +146,8 @@ def _micro_step(hf: Any, tokens: Any, data: EncodedDataset, index: Any, config: 
 
     input_ids = tokens["input_ids"][index].to(device)
     attention = tokens["attention_mask"][index].to(device)
-    labels = delay_pattern_labels(data.codes[index], pad_id).to(device)
+    channels = int(getattr(hf.decoder.config, "audio_channels", 1))
+    labels = delay_pattern_labels(data.codes[index], pad_id, channels).to(device)
     with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
         with torch.no_grad():
             hidden = _text_encoder(hf)(input_ids=input_ids, attention_mask=attention).last_hidden_state

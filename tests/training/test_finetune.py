@@ -88,3 +88,19 @@ def test_lora_trains_adapters_and_merges_back() -> None:
     changed = [n for n in before if "q_proj" in n and not torch.equal(before[n], after[n])]
     assert changed, "merged LoRA deltas must change the attention projections"
     assert len(result.losses) == 3
+
+
+def test_stereo_labels_follow_transformers_delay_pattern() -> None:
+    """Stereo interleaves left/right codebooks; both channels' codebook j are delayed j steps. The labels
+    fill exactly the positions transformers' delay pattern leaves for generated tokens."""
+    model = TransformersMusicGen.from_preset("musicgen-stereo-tiny")
+    decoder, pad = model.model.decoder, int(model.model.generation_config.pad_token_id)
+    books, frames = decoder.config.num_codebooks, 6
+    codes = torch.randint(0, pad, (1, books, frames))
+    labels = delay_pattern_labels(codes, pad, audio_channels=2)
+    start = torch.full((books, 1), pad, dtype=torch.long)
+    _, pattern = decoder.build_delay_pattern_mask(start, pad_token_id=pad, max_length=labels.shape[1] + 1)
+    assert torch.equal(labels[0].T.ne(pad), pattern[:, 1:].eq(-1))
+    assert delay_pattern_labels(codes, pad).shape[1] == frames + books - 1  # mono reading: wrong for stereo
+    with pytest.raises(ValueError, match="cannot be split"):
+        delay_pattern_labels(torch.zeros((1, 3, 2), dtype=torch.long), pad, audio_channels=2)
