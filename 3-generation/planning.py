@@ -142,6 +142,8 @@ def item_params(item: WorkItem, options: BatchOptions) -> dict[str, Any]:
         from musicops.audio.watermark import watermark_params
 
         params["watermark"] = watermark_params(options.watermark)
+    if item.melody_sha256:  # MusicGen-melody's reference audio: the content, never the path, is the key
+        params["melody_sha256"] = item.melody_sha256
     return params
 
 

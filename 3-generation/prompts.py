@@ -22,6 +22,7 @@ from musicops.models.sampling import MAX_DURATION_S, MIN_DURATION_S  # the one h
 from musicops.store.cache import normalize_prompt
 
 FIELDS = {"prompt", "duration_s", "seed", "n_variations", "tags"}
+FILE_FIELDS = {"melody"}  # prompts files only (a path beside the file); never from the API
 MAX_PROMPT_CHARS = 1000
 MAX_VARIATIONS = 16
 MAX_FILE_BYTES = 10 * 1024 * 1024
@@ -37,6 +38,8 @@ class PromptLine:
     seed: int | None
     n_variations: int
     tags: tuple[str, ...]
+    melody: str | None = None  # reference audio for MusicGen-melody (absolute path)
+    melody_sha256: str | None = None
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,8 @@ class WorkItem:
     duration_s: float
     seed: int
     tags: tuple[str, ...] = field(default_factory=tuple)
+    melody: str | None = None  # reference audio (MusicGen-melody); its sha256 joins the cache key
+    melody_sha256: str | None = None
 
 
 @dataclass(frozen=True)
@@ -94,7 +99,7 @@ def read_prompts(path: str | Path) -> list[PromptLine]:
     lines: list[PromptLine] = []
     for line_no, record in raw:
         try:
-            lines.append(validate_record(line_no, record))
+            lines.append(validate_record(line_no, record, melody_dir=path.parent))
         except ValueError as exc:
             errors.append(LineError(line_no, str(exc)))
     if not lines and not errors:
@@ -119,7 +124,7 @@ def expand(lines: list[PromptLine]) -> list[WorkItem]:
         base = line.seed if line.seed is not None else derived_seed(normalized, occurrence)
         for variation in range(line.n_variations):
             items.append(WorkItem(line.line_no, variation, line.prompt, normalized, line.duration_s,
-                                  (base + variation) % (MAX_SEED + 1), line.tags))
+                                  (base + variation) % (MAX_SEED + 1), line.tags, line.melody, line.melody_sha256))
     return items
 
 
@@ -128,16 +133,21 @@ def derived_seed(normalized_prompt: str, occurrence: int = 0) -> int:
     return int.from_bytes(digest[:4], "big") % (MAX_SEED + 1)
 
 
-def cli_items(prompts: list[str], duration_s: float, seed: int) -> list[WorkItem]:
-    """Work items for prompts typed on the command line (seed, seed+1, ...), checked like a file's."""
+def cli_items(prompts: list[str], duration_s: float, seed: int, melody: str | Path | None = None) -> list[WorkItem]:
+    """Work items for prompts typed on the command line (seed, seed+1, ...), checked like a file's;
+    `melody` (a reference audio file) applies to every prompt."""
     items, errors = [], []
     for number, prompt in enumerate(prompts, start=1):
+        record: dict[str, Any] = {"prompt": prompt, "duration_s": duration_s}
+        if melody is not None:
+            record["melody"] = str(Path(melody).resolve())
         try:
-            line = validate_record(number, {"prompt": prompt, "duration_s": duration_s})
+            line = validate_record(number, record, melody_dir=Path.cwd())
         except ValueError as exc:
             errors.append(LineError(number, str(exc)))
             continue
-        items.append(WorkItem(number, 0, line.prompt, normalize_prompt(line.prompt), line.duration_s, seed + number - 1))
+        items.append(WorkItem(number, 0, line.prompt, normalize_prompt(line.prompt), line.duration_s, seed + number - 1,
+                              (), line.melody, line.melody_sha256))
     if errors:
         raise PromptsFileError("--prompt", errors)
     return items
@@ -181,12 +191,15 @@ def _csv_records(text: str) -> tuple[list[tuple[int, Any]], list[LineError]]:
     return records, errors
 
 
-def validate_record(line_no: int, record: Any) -> PromptLine:
+def validate_record(line_no: int, record: Any, melody_dir: Path | None = None) -> PromptLine:
+    """One prompt line, checked. `melody_dir` (prompts files and the CLI only) allows a `melody` field:
+    a reference audio path, relative to that folder; without it (the API) the field is unknown."""
     if not isinstance(record, dict):
         raise ValueError(f"expected a JSON object, got {type(record).__name__}")
-    unknown = sorted(set(record) - FIELDS)
+    allowed = FIELDS | FILE_FIELDS if melody_dir is not None else FIELDS
+    unknown = sorted(set(record) - allowed)
     if unknown:
-        raise ValueError(f"unknown field(s) {', '.join(map(repr, unknown))}; allowed: {sorted(FIELDS)}")
+        raise ValueError(f"unknown field(s) {', '.join(map(repr, unknown))}; allowed: {sorted(allowed)}")
     prompt = record.get("prompt")
     if not isinstance(prompt, str) or not prompt.strip():
         raise ValueError("prompt is missing or empty")
@@ -212,7 +225,27 @@ def validate_record(line_no: int, record: Any) -> PromptLine:
     variations = _integer(record.get("n_variations", 1), "n_variations")
     if not 1 <= variations <= MAX_VARIATIONS:
         raise ValueError(f"n_variations must be in [1, {MAX_VARIATIONS}], got {variations}")
-    return PromptLine(line_no, prompt.strip(), duration, seed, variations, _tags(record.get("tags")))
+    melody, melody_sha = _melody(record.get("melody"), melody_dir)
+    return PromptLine(line_no, prompt.strip(), duration, seed, variations, _tags(record.get("tags")), melody, melody_sha)
+
+
+def _melody(value: Any, folder: Path | None) -> tuple[str | None, str | None]:
+    """A readable reference audio file (path relative to the prompts file) and its sha256."""
+    if value is None or value == "":
+        return None, None
+    if not isinstance(value, str) or folder is None:
+        raise ValueError("melody must be a path to an audio file")
+    from musicops.audio.io import AudioError, read_audio
+    from musicops.hashing import file_sha256
+
+    path = (folder / value).resolve()
+    if not path.is_file():
+        raise ValueError(f"melody file not found: {value!r} (looked for {path})")
+    try:
+        read_audio(path)
+    except AudioError as exc:
+        raise ValueError(f"melody {value!r} is not usable audio: {exc}") from None
+    return str(path), file_sha256(path)
 
 
 def has_visible_text(text: str) -> bool:

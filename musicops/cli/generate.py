@@ -72,7 +72,7 @@ def batch(
 
 
 def generate_prompts(prompts: list[str], model: str, duration: float, seed: int, out: Path | None,
-                     precision: str = "fp32") -> None:
+                     precision: str = "fp32", melody: Path | None = None) -> None:
     """Shared by `musicops models generate`: prompts from the command line, same machinery."""
     from musicops.generation.batch import run_batch
     from musicops.generation.planning import BatchOptions
@@ -80,7 +80,7 @@ def generate_prompts(prompts: list[str], model: str, duration: float, seed: int,
     from musicops.registry import ModelNotFoundError
 
     try:
-        items = cli_items(prompts, duration, seed)
+        items = cli_items(prompts, duration, seed, melody)
         options = BatchOptions(precision=precision)
         result = _run_with_progress(lambda progress: run_batch("<command line>", model, options,
                                                                progress=progress, items=items))

@@ -24,11 +24,13 @@ def generate(
     seed: int = typer.Option(0, help="Seed of the first clip; the next clips use seed+1, seed+2, ..."),
     out: Path = typer.Option(Path("out"), help="Copy the clips that pass their checks here."),
     precision: str = typer.Option("fp32", help="Decoder precision: fp32, bf16 or int8 (see `generate batch`)."),
+    melody: Path = typer.Option(None, help="Reference audio for a MusicGen-melody model (musicgen-melody-tiny or "
+                                           "a melody checkpoint): its chroma conditions every clip."),
 ) -> None:
     """Generate one clip per prompt (through the batch machinery: cache, post-processing, provenance)."""
     from musicops.cli.generate import generate_prompts
 
-    generate_prompts(prompt, _with_revision(model, revision), duration, seed, out, precision)
+    generate_prompts(prompt, _with_revision(model, revision), duration, seed, out, precision, melody)
 
 
 

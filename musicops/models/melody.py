@@ -16,7 +16,6 @@ power=2)` conventions, transformers' chroma filter bank) and writes/reads the sa
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -48,17 +47,10 @@ class Melody:
     @classmethod
     def from_file(cls, path: str | os.PathLike[str]) -> Melody:
         from musicops.audio.io import read_audio
+        from musicops.hashing import file_sha256
 
         audio = read_audio(path)
         return cls(np.asarray(audio.samples, dtype=np.float32), int(audio.sample_rate), file_sha256(path))
-
-
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class MelodyFeatures:
