@@ -26,17 +26,25 @@ class EncodedDataset:
         return len(self.captions)
 
 
-def load_segment(path: str | Path, sample_rate: int, segment_s: float) -> np.ndarray:
-    """Mono float32 audio at `sample_rate`, cut or zero-padded to exactly `segment_s` seconds."""
+def load_segment(path: str | Path, sample_rate: int, segment_s: float, channels: int = 1) -> np.ndarray:
+    """Float32 audio at `sample_rate`, cut or zero-padded to exactly `segment_s` seconds: mono
+    (frames,) by default; with `channels=2`, (frames, 2) (a mono source on both sides)."""
     from musicops.audio.convert import resample
     from musicops.audio.io import read_audio
 
     audio = read_audio(path)
-    mono = resample(audio.mono(), audio.sample_rate, sample_rate)
     length = int(round(segment_s * sample_rate))
-    if mono.shape[0] >= length:
-        return mono[:length]
-    return np.pad(mono, (0, length - mono.shape[0]))
+    if channels == 1:
+        mono = resample(audio.mono(), audio.sample_rate, sample_rate)
+        return mono[:length] if mono.shape[0] >= length else np.pad(mono, (0, length - mono.shape[0]))
+    samples = np.asarray(audio.samples, dtype=np.float32)
+    samples = samples if samples.ndim == 2 else samples[:, None]
+    if samples.shape[1] == 1:
+        samples = np.repeat(samples, channels, axis=1)
+    elif samples.shape[1] != channels:
+        raise ValueError(f"{path}: {samples.shape[1]} channels cannot train a {channels}-channel model")
+    samples = resample(samples, audio.sample_rate, sample_rate, axis=0)[:length]
+    return np.pad(samples, ((0, length - samples.shape[0]), (0, 0))).astype(np.float32)
 
 
 def encode_manifest(model: Any, manifest: Any, segment_s: float, batch_size: int = 8) -> EncodedDataset:
@@ -53,6 +61,14 @@ def encode_manifest(model: Any, manifest: Any, segment_s: float, batch_size: int
     sources = [str(row["path"]) for row in rows]
     codes = []
     codec = model.model.audio_encoder
+    channels = int(getattr(model.model.decoder.config, "audio_channels", 1))
+    if channels > 1:  # stereo: each channel encoded on its own, codebooks interleaved left/right
+        from musicops.models.continuation import encode_audio
+
+        for path in sources:
+            segment = load_segment(path, model.sample_rate, segment_s, channels)
+            codes.append(encode_audio(codec, segment, model.sample_rate, channels)[None].cpu())
+        return EncodedDataset(captions, torch.cat(codes).long(), sources)
     for start in range(0, len(rows), batch_size):
         chunk = [load_segment(path, model.sample_rate, segment_s) for path in sources[start:start + batch_size]]
         values = torch.from_numpy(np.stack(chunk))[:, None, :].to(model.device)

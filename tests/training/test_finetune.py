@@ -104,3 +104,21 @@ def test_stereo_labels_follow_transformers_delay_pattern() -> None:
     assert delay_pattern_labels(codes, pad).shape[1] == frames + books - 1  # mono reading: wrong for stereo
     with pytest.raises(ValueError, match="cannot be split"):
         delay_pattern_labels(torch.zeros((1, 3, 2), dtype=torch.long), pad, audio_channels=2)
+
+
+def test_stereo_manifest_audio_is_encoded_per_channel_and_interleaved(tmp_path) -> None:
+    import numpy as np
+    import soundfile as sf
+
+    from musicops.models.continuation import encode_audio
+    from musicops.training.data import encode_manifest, load_segment
+
+    model = TransformersMusicGen.from_preset("musicgen-stereo-tiny")
+    t = np.arange(32000) / 32000
+    path = tmp_path / "stereo.wav"
+    sf.write(path, 0.3 * np.stack([np.sin(2 * np.pi * 220 * t), np.sin(2 * np.pi * 330 * t)], axis=1), 32000)
+    encoded = encode_manifest(model, [{"caption": "two tones", "path": str(path)}], 1.0)
+    assert encoded.codes.shape == (1, model.model.decoder.config.num_codebooks, 50)
+    segment = load_segment(path, model.sample_rate, 1.0, channels=2)
+    assert segment.shape == (32000, 2)
+    assert torch.equal(encoded.codes[0], encode_audio(model.model.audio_encoder, segment, 32000, 2).long())
