@@ -55,7 +55,7 @@ from typing import Any
 import numpy as np
 
 from musicops.models.decode import DecodeEngine
-from musicops.models.sampling import GenerationParams, SamplingParams
+from musicops.models.sampling import GenerationParams, SamplingParams, filtered_logits
 
 
 @dataclass
@@ -424,16 +424,7 @@ class ContinuousBatch:
             if not params.do_sample:
                 picks = torch.argmax(cond, dim=-1)
             else:
-                logits = cond / params.temperature
-                if params.top_k:
-                    kth = torch.topk(logits, min(params.top_k, logits.shape[-1]), dim=-1).values[..., -1:]
-                    logits = logits.masked_fill(logits < kth, float("-inf"))
-                if params.top_p:
-                    ordered, index = torch.sort(logits, descending=True, dim=-1)
-                    cumulative = ordered.softmax(-1).cumsum(-1)
-                    drop = cumulative - ordered.softmax(-1) > params.top_p
-                    logits = logits.masked_fill(drop.scatter(-1, index, drop), float("-inf"))
-                probs = logits.softmax(-1)
+                probs = filtered_logits(cond, params).softmax(-1)
                 picks = torch.empty(probs.shape[0], dtype=torch.long, device=probs.device)
                 for slot, item in enumerate(items):
                     part = slice(slot * books, (slot + 1) * books)

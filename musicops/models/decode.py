@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from musicops.models.sampling import GenerationParams, SamplingParams
+from musicops.models.sampling import GenerationParams, SamplingParams, filtered_logits
 
 PRECISIONS = ("fp32", "bf16", "int8")
 DEFAULT_PRECISION = "fp32"
@@ -275,16 +275,7 @@ class DecodeEngine:
             if not params.do_sample:
                 chosen.index_copy_(0, group.rows, torch.argmax(cond, dim=-1))
                 continue
-            logits = cond / params.temperature
-            if params.top_k:
-                kth = torch.topk(logits, min(params.top_k, logits.shape[-1]), dim=-1).values[..., -1:]
-                logits = logits.masked_fill(logits < kth, float("-inf"))
-            if params.top_p:
-                ordered, index = torch.sort(logits, descending=True, dim=-1)
-                cumulative = ordered.softmax(-1).cumsum(-1)
-                drop = cumulative - ordered.softmax(-1) > params.top_p
-                logits = logits.masked_fill(drop.scatter(-1, index, drop), float("-inf"))
-            probs = logits.softmax(-1)
+            probs = filtered_logits(cond, params).softmax(-1)
             picks = torch.empty(probs.shape[0], dtype=torch.long, device=probs.device)
             for slot, generator in enumerate(group.generators):
                 part = slice(slot * self.num_codebooks, (slot + 1) * self.num_codebooks)

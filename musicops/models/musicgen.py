@@ -16,6 +16,7 @@ import numpy as np
 
 from musicops.errors import MusicopsError
 from musicops.models.base import GenerationParams, ModelInfo, MusicModel
+from musicops.models.sampling import filtered_logits
 
 if TYPE_CHECKING:
     from musicops.models.continuous import ContinuousBatch
@@ -229,16 +230,7 @@ class _PerItemSampler:
         if scores.shape[0] == 2 * rows:  # conditional rows first, then unconditional
             cond, uncond = guided[:rows], guided[rows:]
             guided = uncond + (cond - uncond) * self.params.guidance_scale
-        logits = guided / self.params.temperature
-        if self.params.top_k:
-            kth = torch.topk(logits, min(self.params.top_k, logits.shape[-1]), dim=-1).values[..., -1:]
-            logits = logits.masked_fill(logits < kth, float("-inf"))
-        if self.params.top_p:
-            ordered, index = torch.sort(logits, descending=True, dim=-1)
-            cumulative = ordered.softmax(-1).cumsum(-1)
-            drop = cumulative - ordered.softmax(-1) > self.params.top_p
-            logits = logits.masked_fill(drop.scatter(-1, index, drop), float("-inf"))
-        probs = logits.softmax(-1).cpu()
+        probs = filtered_logits(guided, self.params).softmax(-1).cpu()
         chosen = torch.empty(rows, dtype=torch.long)
         for item, generator in enumerate(self.generators):
             part = slice(item * self.books, (item + 1) * self.books)

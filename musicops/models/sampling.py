@@ -98,3 +98,21 @@ class GenerationParams(SamplingParams):
 
     def to_dict(self) -> dict[str, Any]:
         return {"duration_s": self.duration_s, **asdict(self.sampling())}
+
+
+def filtered_logits(scores: Any, params: SamplingParams) -> Any:
+    """Temperature, then top-k, then top-p over (rows, vocab) guided scores: the one definition every
+    sampler uses (the decode engine, continuous batching and the transformers reference path), so a
+    clip samples the same distribution whichever path made it. Removed entries are -inf."""
+    import torch
+
+    logits = scores / params.temperature
+    if params.top_k:
+        kth = torch.topk(logits, min(params.top_k, logits.shape[-1]), dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if params.top_p:
+        ordered, index = torch.sort(logits, descending=True, dim=-1)
+        cumulative = ordered.softmax(-1).cumsum(-1)
+        drop = cumulative - ordered.softmax(-1) > params.top_p
+        logits = logits.masked_fill(drop.scatter(-1, index, drop), float("-inf"))
+    return logits
