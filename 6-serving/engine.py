@@ -316,21 +316,29 @@ class Engine:
         self._batch.submit(ticket.request)
         self._run_clips += 1
 
+    def _replan(self, ticket: Ticket, loaded: Any) -> bool:
+        """A request queued before a hot swap is re-planned on the new model (its keys name the model).
+        False when the new model's cache answers it whole (it is resolved here); True to generate."""
+        if ticket.plan.model_id == loaded.model_id:
+            return True
+        ticket.plan = self.plan(ticket.plan.items, ticket.plan.options, ticket.plan.prompts_file,
+                                ticket.plan.batch_id, loaded, count=False)
+        ticket.outcomes.clear()
+        self._take_cached(ticket)
+        if not ticket.pending:
+            self._resolve(ticket)
+            return False
+        open_batch(ticket.plan, self.db)  # the batch row now names the new version
+        ticket.opened = True
+        return True
+
     def _start_ticket(self, ticket: Ticket | StreamTicket, loaded: Any) -> None:
         """Re-plan a request queued before a hot swap, then queue its clips in the batch."""
         if isinstance(ticket, StreamTicket):
             self._start_stream(ticket, loaded)
             return
-        if ticket.plan.model_id != loaded.model_id:  # queued before a hot swap: re-plan on the new model
-            ticket.plan = self.plan(ticket.plan.items, ticket.plan.options, ticket.plan.prompts_file,
-                                    ticket.plan.batch_id, loaded, count=False)
-            ticket.outcomes.clear()
-            self._take_cached(ticket)
-            if not ticket.pending:
-                self._resolve(ticket)
-                return
-            open_batch(ticket.plan, self.db)  # the batch row now names the new version
-            ticket.opened = True
+        if not self._replan(ticket, loaded):
+            return
         ticket.started = time.perf_counter()
         if not callable(getattr(loaded.model, "continuous", None)):
             self._run([ticket])  # a backend without continuous batching: one request per model call
@@ -396,16 +404,8 @@ class Engine:
         loaded = self.manager.current  # snapshot: a swap during this call does not affect it
         runnable = []
         for ticket in batch:
-            if ticket.plan.model_id != loaded.model_id:  # queued before a hot swap: re-plan on the new model
-                ticket.plan = self.plan(ticket.plan.items, ticket.plan.options, ticket.plan.prompts_file,
-                                        ticket.plan.batch_id, loaded, count=False)
-                ticket.outcomes.clear()
-                self._take_cached(ticket)
-                if not ticket.pending:
-                    self._resolve(ticket)
-                    continue
-                open_batch(ticket.plan, self.db)  # the batch row now names the new version
-                ticket.opened = True
+            if not self._replan(ticket, loaded):
+                continue
             ticket.started = time.perf_counter()
             runnable.append(ticket)
         owners = [(ticket, index) for ticket in runnable for index in ticket.pending]
