@@ -11,7 +11,7 @@ export WANDB_MODE ?= offline
 AC_VENV := .venv-audiocraft
 AC_STAMP := $(AC_VENV)/.musicops-installed
 
-.PHONY: install demo test test-fast lint typecheck clean-state chromium postgres audiocraft-env fluidsynth
+.PHONY: install demo test test-fast lint typecheck clean-state chromium postgres audiocraft-env fluidsynth kubectl
 
 $(STAMP): pyproject.toml requirements/constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -56,7 +56,13 @@ fluidsynth:
 	@(command -v fluidsynth >/dev/null && test -f /usr/share/sounds/sf2/FluidR3_GM.sf2) || (apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends fluidsynth fluid-soundfont-gm >/dev/null)
 
-test: install chromium postgres audiocraft-env fluidsynth
+# deploy/ is rendered with `kubectl kustomize` (Debian's kubernetes-client; Helm is not packaged
+# there) and the result validated against the Kubernetes schemas. A no-op once installed.
+kubectl:
+	@command -v kubectl >/dev/null || (apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends kubernetes-client >/dev/null)
+
+test: install chromium postgres audiocraft-env fluidsynth kubectl
 	$(BIN)/ruff check .
 	MYPY=$(CURDIR)/$(BIN)/mypy scripts/typecheck
 	MUSICOPS_AUDIOCRAFT_PYTHON=$(CURDIR)/$(AC_VENV)/bin/python MUSICOPS_REQUIRE_AUDIOCRAFT=1 \
