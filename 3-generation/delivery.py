@@ -118,10 +118,10 @@ def deliver(result: BatchResult, out_dir: str | Path, settings: Settings | None 
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for outcome in result.delivered:
-        source = store.path_for(outcome.record.files[fmt]["sha256"], fmt)
+        sha = outcome.record.files[fmt]["sha256"]
         target = out / f"{outcome.item.line_no:04d}-v{outcome.item.variation}-{outcome.record.asset_id}.{fmt}"
         if not target.exists():
-            with atomic_path(target) as tmp:
+            with store.local_file(sha, fmt) as source, atomic_path(target) as tmp:  # S3: a temporary copy
                 shutil.copyfile(source, tmp)
         written.append(target)
     return written
@@ -181,7 +181,7 @@ def store_stems(plan: BatchPlan, parent: Any, separator: Any, store: Any, db: An
         return list(existing.values())
     lossless = next((f for f in ("wav", "flac") if f in parent.files), None)
     fmt = lossless or next(iter(parent.files))
-    mix, rate = sf.read(str(store.path_for(parent.files[fmt]["sha256"], fmt)), dtype="float32", always_2d=True)
+    mix, rate = sf.read(io.BytesIO(store.read(parent.files[fmt]["sha256"], fmt)), dtype="float32", always_2d=True)
     t0 = time.perf_counter()
     stems = separator.separate(mix, rate)
     seconds = time.perf_counter() - t0

@@ -31,7 +31,8 @@ def _copy_audio(result: Any, folder: Path, settings: Settings) -> None:
         for sha in (row.candidate_audio, row.baseline_audio):
             target = folder / f"{sha}.wav"
             if not target.exists():
-                shutil.copyfile(store.path_for(sha, "wav"), target)
+                with store.local_file(sha, "wav") as source:  # S3: a temporary copy
+                    shutil.copyfile(source, target)
 
 
 def render_html(result: Any) -> str:

@@ -10,6 +10,7 @@ exist, so a key learns nothing about other tenants' assets or jobs. Each tenant 
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,6 +59,9 @@ def error_response(request: Request, status: int, code: str, message: str,
     request_id = request.scope.get("state", {}).get("request_id")
     return JSONResponse({"error": {"code": code, "message": message, "request_id": request_id}},
                         status_code=status, headers=headers)
+
+# SigV4 presigned URLs live at most seven days; a longer url_ttl_s is cut to that for them.
+PRESIGN_MAX_TTL_S = 7 * 24 * 3600
 
 
 @dataclass
@@ -147,15 +151,30 @@ class Service:
     # rendering
 
     def signed_urls(self, request: Request, record: Any) -> tuple[dict[str, str], int | None]:
-        """Signed URLs bound to the asset's tenant (`UrlSigner`); only call for a record the key may see."""
+        """Signed URLs bound to the asset's tenant (`UrlSigner`); only call for a record the key may see.
+
+        With an object store (S3) they are the store's presigned GET URLs instead, valid for the same
+        `url_ttl_s`: clients download straight from the bucket and the API serves no bytes."""
         if not record.passed:
             return {}, None
         urls, exp = {}, None
         base = self.base_url(request)
-        for fmt in record.files:
+        for fmt, file in record.files.items():
+            presigned = self.presigned_url(record, fmt, file["sha256"])
+            if presigned is not None:
+                urls[fmt], exp = presigned
+                continue
             query, exp = self.signer.sign(record.asset_id, fmt, tenant=record.tenant)
             urls[fmt] = f"{base}/v1/assets/{record.asset_id}?{query}"
         return urls, exp
+
+    def presigned_url(self, record: Any, fmt: str, sha256: str) -> tuple[str, int] | None:
+        """(URL, expiry) of the store's presigned GET for one file of an asset the caller may see;
+        None for a store that serves no URLs of its own (a local directory)."""
+        ttl = min(self.config.url_ttl_s, PRESIGN_MAX_TTL_S)
+        exp = int(time.time()) + ttl
+        url = self.engine.store.presigned_url(sha256, fmt, ttl, filename=f"{record.asset_id}.{fmt}")
+        return None if url is None else (url, exp)
 
     def asset_out(self, request: Request, record: Any, cache_hit: bool, variation: int,
                   tags: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:

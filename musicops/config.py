@@ -1,7 +1,8 @@
 """One settings object for the whole platform: every environment variable is read here, once.
 
 `Settings` is a pydantic-settings model: each field names its variable (`MUSICOPS_*`, plus the
-standard `MLFLOW_TRACKING_URI`, `MLFLOW_REGISTRY_URI`, `WANDB_MODE`, `WANDB_PROJECT`), values are
+standard `MLFLOW_TRACKING_URI`, `MLFLOW_REGISTRY_URI`, `WANDB_MODE`, `WANDB_PROJECT`, and the AWS
+variables of an S3 asset store), values are
 validated when read, and secrets are `SecretStr` so they never show up in a repr or a log line.
 Entry points (the CLI, `musicops serve`, `mos serve`, kfp components) build it once with
 `get_settings()` and pass it down; library functions take `settings` and fall back to
@@ -57,6 +58,23 @@ class Settings(BaseSettings):
     wandb_project: str = Field("musicops", validation_alias=_env("WANDB_PROJECT", "wandb_project"))
     database_url: str = Field("", validation_alias=_env("MUSICOPS_DATABASE_URL", "database_url"))
     asset_store_url: str | None = Field(None, validation_alias=_env("MUSICOPS_ASSET_STORE", "asset_store_url"))
+    # S3-compatible object storage (MUSICOPS_ASSET_STORE=s3://bucket/prefix; docs/storage.md). The
+    # endpoint falls back to the standard variables so one value serves boto3, MLflow and musicops;
+    # credentials unset here leave boto3's own chain (profiles, instance roles) to find them.
+    s3_endpoint_url: str | None = Field(None, validation_alias=_env(
+        "MUSICOPS_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "MLFLOW_S3_ENDPOINT_URL",
+        "s3_endpoint_url"))
+    s3_region: str | None = Field(None, validation_alias=_env("MUSICOPS_S3_REGION", "AWS_REGION",
+                                                              "AWS_DEFAULT_REGION", "s3_region"))
+    s3_access_key_id: SecretStr | None = Field(None, validation_alias=_env("AWS_ACCESS_KEY_ID",
+                                                                           "s3_access_key_id"))
+    s3_secret_access_key: SecretStr | None = Field(None, validation_alias=_env("AWS_SECRET_ACCESS_KEY",
+                                                                               "s3_secret_access_key"))
+    s3_session_token: SecretStr | None = Field(None, validation_alias=_env("AWS_SESSION_TOKEN",
+                                                                           "s3_session_token"))
+    # "path" (bucket in the URL path) suits MinIO, Ceph and test servers; "virtual" is AWS's default.
+    s3_addressing_style: Literal["auto", "path", "virtual"] = Field(
+        "auto", validation_alias=_env("MUSICOPS_S3_ADDRESSING_STYLE", "s3_addressing_style"))
     # Cost metric for batch generation: what one accelerator-hour costs, in your currency.
     price_per_accelerator_hour: float = Field(2.0, ge=0, validation_alias=_env("MUSICOPS_PRICE_PER_HOUR",
                                                                                "price_per_accelerator_hour"))
@@ -110,6 +128,15 @@ class Settings(BaseSettings):
     @property
     def mlflow_artifacts(self) -> Path:
         return self.home / "mlartifacts"
+
+    @property
+    def mlflow_artifacts_uri(self) -> str | None:
+        """Where new MLflow experiments keep their artifacts when the asset store is S3: the same
+        bucket and prefix, under `mlflow/` (None: MLflow's default for the tracking store)."""
+        url = (self.asset_store_url or "").rstrip("/")
+        if url.lower().startswith("s3://"):
+            return f"{url}/mlflow"
+        return None
 
     @property
     def kfp_root(self) -> Path:
@@ -173,9 +200,10 @@ class Settings(BaseSettings):
 
     def ensure(self) -> Settings:
         """Create the state directory layout; cheap and idempotent."""
-        for path in (self.home, self.mlflow_artifacts, self.kfp_root, self.datasets_dir, self.runs_dir,
-                     self.assets_dir):
+        for path in (self.home, self.mlflow_artifacts, self.kfp_root, self.datasets_dir, self.runs_dir):
             path.mkdir(parents=True, exist_ok=True)
+        if not self.asset_store_url:  # a store elsewhere (another folder, S3) leaves this one untouched
+            self.assets_dir.mkdir(parents=True, exist_ok=True)
         return self
 
 

@@ -364,9 +364,8 @@ def create_app(settings: Any = None, service: MosService | None = None) -> FastA
         sha = None if item is None else (item.reference_sha256 if reference else item.audio_sha256)
         if sha is None:
             raise PageError(404, "Not found", "There is no such clip in your listening test.")
-        path = store.path_for(sha, "wav")
         try:
-            with path.open("rb") as handle:
+            with store.local_file(sha, "wav") as path, path.open("rb") as handle:  # S3: a temporary copy
                 size = os.fstat(handle.fileno()).st_size
                 try:
                     wanted = byte_range(request.headers.get("range"), size)

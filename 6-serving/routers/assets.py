@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import Response
+from fastapi.responses import RedirectResponse, Response
 
 from musicops.serving.keys import ApiKey
 from musicops.serving.routers.deps import api_key, service
@@ -27,6 +27,7 @@ def _presents_key(request: Request) -> bool:
 @router.get("/assets/{asset_id}", summary="Download an asset through its signed URL (or with a key)",
             response_class=Response,
             responses={200: {"content": {"audio/wav": {}, "audio/flac": {}}, "description": "The audio file"},
+                       307: {"description": "With an object store (S3): redirect to the file's presigned URL"},
                        401: {"model": ErrorResponse, "description": "Invalid API key (when one is sent instead of a signature)"},
                        403: {"model": ErrorResponse, "description": "Missing, invalid or expired signature"},
                        404: {"model": ErrorResponse, "description": "No such asset or format (or another tenant's)"},
@@ -37,7 +38,8 @@ async def get_asset(request: Request, asset_id: str = Path(pattern=ASSET_ID),
                     svc: Service = Depends(service)) -> Any:
     """With `exp` and `sig` (the signed URL): the expiry, then the HMAC over (tenant of the asset,
     asset id, format, expiry); an unknown asset fails the HMAC like a forged one (403). Without a
-    signature, an API key may fetch the assets it may see (404 for any other)."""
+    signature, an API key may fetch the assets it may see (404 for any other). With an S3 asset store
+    the answer is a 307 to the store's presigned URL, after exactly the same checks."""
     if exp is None and sig is None and _presents_key(request):
         key = await run_in_threadpool(svc.authenticate, request)
         record = await run_in_threadpool(svc.visible_asset, key, asset_id)
@@ -52,6 +54,10 @@ async def get_asset(request: Request, asset_id: str = Path(pattern=ASSET_ID),
     if fmt not in record.files or not record.passed:
         raise ApiError(404, "not_found", f"no deliverable {fmt} file for asset {asset_id}", "not_found")
     sha = record.files[fmt]["sha256"]
+    # An object store delivers its own bytes: send the client to a presigned URL (checks above done).
+    presigned = await run_in_threadpool(svc.presigned_url, record, fmt, sha)
+    if presigned is not None:
+        return RedirectResponse(presigned[0], status_code=307, headers={"Cache-Control": "no-store"})
     try:
         data = await run_in_threadpool(svc.engine.store.read, sha, fmt)
     except FileNotFoundError:

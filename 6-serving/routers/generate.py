@@ -90,10 +90,10 @@ def build_router(GenerateRequest: Any, StreamRequest: Any) -> APIRouter:  # noqa
             await run_in_threadpool(svc.keys.refund, key, seconds)  # a hit generates nothing
             # A stream is checked after it was delivered (its checks are recorded, flags included): the
             # stored bytes are what this request already received once, so a hit streams them again.
-            path = svc.engine.store.path_for(record.files["wav"]["sha256"], "wav")
+            sha, store = record.files["wav"]["sha256"], svc.engine.store
 
             def stored() -> Iterator[bytes]:
-                with path.open("rb") as handle:
+                with store.local_file(sha, "wav") as path, path.open("rb") as handle:  # S3: a temporary copy
                     while block := handle.read(STREAM_CHUNK):
                         yield block
 

@@ -120,8 +120,12 @@ def test_open_asset_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, state
     assert open_asset_store(get_settings()).root == tmp_path / "with space"
 
     monkeypatch.setenv("MUSICOPS_ASSET_STORE", "s3://bucket/prefix")
-    with pytest.raises(NotImplementedError, match="S3"):
-        open_asset_store(get_settings())
+    s3 = open_asset_store(get_settings())  # no request until first use
+    assert (type(s3).__name__, s3.url) == ("S3AssetStore", "s3://bucket/prefix")  # type: ignore[attr-defined]
+    for bad in ("s3://Bad_Bucket/x", "s3://bucket/../x", "s3://bucket/p?x=1", "s3:///prefix"):
+        monkeypatch.setenv("MUSICOPS_ASSET_STORE", bad)
+        with pytest.raises(ValueError, match="asset store"):
+            open_asset_store(get_settings())
 
     monkeypatch.setenv("MUSICOPS_ASSET_STORE", "file://otherhost/data")
     with pytest.raises(ValueError):
