@@ -1,7 +1,9 @@
 """kfp components for batch generation: plan -> (per shard) generate -> post-process -> store -> summary.
 
 Each calls the same library functions as `musicops generate batch` (musicops.generation.batch).
-Audio travels between steps as .npz artifacts.
+Audio travels between steps inside the artifacts: `raw` and `processed` are directories holding
+`audio.npz` and `meta.json`, so kfp uploads and downloads them whole (a file beside the artifact path
+would stay on the pod that wrote it).
 """
 
 # No `from __future__ import annotations` here: kfp reads the real annotation objects.
@@ -49,6 +51,7 @@ def generate_shard(plan: Input[Artifact], shard: int, musicops_home: str, mlflow
                    raw: Output[Artifact]):
     """Generate the shard's pending items in batches; the model is loaded only if there are any."""
     import json
+    import os
 
     import numpy as np
 
@@ -72,15 +75,18 @@ def generate_shard(plan: Input[Artifact], shard: int, musicops_home: str, mlflow
                 seconds[str(indices[position])] = elapsed / len(clips)
 
         generate_items(model, [batch_plan.items[i] for i in indices], batch_plan.options, keep)
-    np.savez(raw.path + ".npz", **arrays)
-    with open(raw.path, "w") as handle:
+    os.makedirs(raw.path, exist_ok=True)
+    np.savez(os.path.join(raw.path, "audio.npz"), **arrays)
+    with open(os.path.join(raw.path, "meta.json"), "w") as handle:
         json.dump({"sample_rate": rate, "seconds": seconds, "indices": indices}, handle)
+    raw.metadata["n_items"] = len(indices)
 
 
 @dsl.component(base_image=COMPONENT_IMAGE, install_kfp_package=False)
 def postprocess_shard(plan: Input[Artifact], raw: Input[Artifact], processed: Output[Artifact]):
     """DC removal, loudness, true-peak limiter, fades; then the quality checks on the result."""
     import json
+    import os
 
     import numpy as np
 
@@ -89,9 +95,9 @@ def postprocess_shard(plan: Input[Artifact], raw: Input[Artifact], processed: Ou
 
     with open(plan.path) as handle:
         batch_plan = plan_from_json(json.load(handle))
-    with open(raw.path) as handle:
+    with open(os.path.join(raw.path, "meta.json")) as handle:
         meta = json.load(handle)
-    audio = np.load(raw.path + ".npz")
+    audio = np.load(os.path.join(raw.path, "audio.npz"))
     arrays, info = {}, {}
     for index in meta["indices"]:
         clip = process_clip(audio[f"item_{index}"], meta["sample_rate"], batch_plan.items[index].duration_s,
@@ -101,9 +107,11 @@ def postprocess_shard(plan: Input[Artifact], raw: Input[Artifact], processed: Ou
                             "loudness_after": clip.loudness_after, "true_peak_after": clip.true_peak_after,
                             "checks": [c.to_dict() for c in clip.checks], "seconds": meta["seconds"][str(index)]}
     # numpy's savez also takes `allow_pickle: bool`; mypy checks the unpacked arrays against it too
-    np.savez(processed.path + ".npz", **arrays)  # type: ignore[arg-type]
-    with open(processed.path, "w") as handle:
+    os.makedirs(processed.path, exist_ok=True)
+    np.savez(os.path.join(processed.path, "audio.npz"), **arrays)  # type: ignore[arg-type]
+    with open(os.path.join(processed.path, "meta.json"), "w") as handle:
         json.dump({"indices": meta["indices"], "info": info}, handle)
+    processed.metadata["n_failed_checks"] = sum(not c["passed"] for i in info.values() for c in i["checks"])
 
 
 @dsl.component(base_image=COMPONENT_IMAGE, install_kfp_package=False)
@@ -114,6 +122,7 @@ def store_shard(plan: Input[Artifact], processed: Input[Artifact], musicops_home
     Returns JSON {item index: model seconds measured in this run}: a regenerated asset that already
     had a row keeps its first run's figure there, so the summary must not read timings back from it."""
     import json
+    import os
 
     import numpy as np
 
@@ -127,9 +136,9 @@ def store_shard(plan: Input[Artifact], processed: Input[Artifact], musicops_home
     settings = component_settings(musicops_home, mlflow_tracking_uri)
     with open(plan.path) as handle:
         batch_plan = plan_from_json(json.load(handle))
-    with open(processed.path) as handle:
+    with open(os.path.join(processed.path, "meta.json")) as handle:
         meta = json.load(handle)
-    audio = np.load(processed.path + ".npz")
+    audio = np.load(os.path.join(processed.path, "audio.npz"))
     store, db = open_asset_store(settings), ProvenanceDB.from_settings(settings)
     try:
         for index in meta["indices"]:

@@ -5,18 +5,21 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from musicops.pipelines.profile import LOCAL, Profile
+
+# name -> module holding `build(profile)`
 PIPELINES: dict[str, str] = {
-    "fine-tune": "musicops.pipelines.fine_tune:fine_tune_pipeline",
-    "batch-generate": "musicops.pipelines.batch_generate:batch_generate_pipeline",
-    "evaluate": "musicops.pipelines.evaluate:evaluate_pipeline",
-    "release": "musicops.pipelines.release:release_pipeline",
+    "fine-tune": "musicops.pipelines.fine_tune",
+    "batch-generate": "musicops.pipelines.batch_generate",
+    "evaluate": "musicops.pipelines.evaluate",
+    "release": "musicops.pipelines.release",
 }
 
 
-def get_pipeline(name: str) -> Callable[..., Any]:
+def get_pipeline(name: str, profile: Profile = LOCAL) -> Callable[..., Any]:
+    """The pipeline `name` built with `profile` (the local default adds no cluster settings)."""
     import importlib
 
     if name not in PIPELINES:
         raise KeyError(f"unknown pipeline {name!r}; known: {', '.join(sorted(PIPELINES))}")
-    module, attr = PIPELINES[name].split(":")
-    return getattr(importlib.import_module(module), attr)
+    return importlib.import_module(PIPELINES[name]).build(profile)
