@@ -3,18 +3,38 @@
 p50/p95/p99 come from the latency histogram, e.g.
 `histogram_quantile(0.99, sum by (le) (rate(musicops_http_request_duration_seconds_bucket[5m])))`;
 the cache hit ratio is exported directly and derivable from `musicops_cache_lookups_total`.
+Cost per generated minute is priced outside the server (deploy/kustomize/base/monitoring: a
+Prometheus recording rule and a Grafana variable hold the price of a replica-hour) over
+`musicops_replica_seconds_total` (the time a replica holds its accelerator, busy or not) and
+`musicops_generated_audio_seconds_total`; `musicops_generation_seconds_sum` is the busy part.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.metrics_core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0,
                    2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 ERROR_CAUSES = ("validation", "unauthenticated", "signature", "rate_limited", "quota_exceeded", "not_found",
                 "not_ready", "not_delivered", "generation", "internal", "webhook", "model_load")
+
+
+class ReplicaSeconds(Collector):
+    """`musicops_replica_seconds_total`: seconds since this server started (monotonic clock), read at
+    each scrape; rate() of it summed over replicas is the replica-seconds billed per second."""
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+
+    def collect(self) -> Iterator[Metric]:
+        yield CounterMetricFamily("musicops_replica_seconds",
+                                  "Seconds this replica has been up (billable compute time, busy or idle).",
+                                  value=time.monotonic() - self.started)
 
 
 class ServerMetrics:
@@ -65,6 +85,7 @@ class ServerMetrics:
         self.model_info = Gauge("musicops_model_info", "The model in service (value 1).",
                                 ("name", "version", "uri"), registry=r)
         self.model_swaps = Counter("musicops_model_swaps_total", "Model hot swaps.", registry=r)
+        r.register(ReplicaSeconds())
         for cause in ERROR_CAUSES:
             self.errors.labels(cause)
         for result in ("hit", "miss"):
