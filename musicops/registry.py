@@ -53,6 +53,7 @@ def configure_mlflow(settings: Settings | None = None) -> Settings:
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     settings = (settings or get_settings()).ensure()
+    _export_s3_for_mlflow(settings)
     # mlflow.set_*_uri also write MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI into os.environ, where
     # get_settings() would later read them as the user's choice: a process that configures several
     # state directories in turn (tests, the demo) then sends runs to the wrong store. Keep the
@@ -71,16 +72,48 @@ def configure_mlflow(settings: Settings | None = None) -> Settings:
     return settings
 
 
+# What `_export_s3_for_mlflow` put into os.environ (name -> value), so the next configuration of
+# another state directory takes back exactly that and nothing the user set.
+_EXPORTED: dict[str, str] = {}
+
+
+def _export_s3_for_mlflow(settings: Settings) -> None:
+    """Give MLflow's own S3 client the asset store's endpoint, region and credentials.
+
+    MLflow builds its S3 artifact client from environment variables only (MLFLOW_S3_ENDPOINT_URL and
+    boto3's AWS_* chain); there is no API to pass them. This is the one place musicops writes them: only
+    for an S3 asset store, only values the settings hold, never over a variable the user set."""
+    import os
+
+    for name, value in _EXPORTED.items():
+        if os.environ.get(name) == value:
+            del os.environ[name]
+    _EXPORTED.clear()
+    if settings.mlflow_artifacts_uri is None:
+        return
+    secrets = {"AWS_ACCESS_KEY_ID": settings.s3_access_key_id, "AWS_SECRET_ACCESS_KEY": settings.s3_secret_access_key,
+               "AWS_SESSION_TOKEN": settings.s3_session_token}
+    wanted = {"MLFLOW_S3_ENDPOINT_URL": settings.s3_endpoint_url, "AWS_DEFAULT_REGION": settings.s3_region,
+              **{k: v.get_secret_value() if v is not None else None for k, v in secrets.items()}}
+    if settings.s3_addressing_style != "auto" or settings.s3_endpoint_url:
+        wanted["MLFLOW_BOTO_CLIENT_ADDRESSING_STYLE"] = (
+            settings.s3_addressing_style if settings.s3_addressing_style != "auto" else "path")
+    for name, value in wanted.items():
+        if value and name not in os.environ:
+            os.environ[name] = _EXPORTED[name] = value
+
+
 def ensure_experiment(settings: Settings, name: str | None = None) -> str:
-    """Get or create the experiment, keeping artifacts inside the state directory for sqlite stores."""
+    """Get or create the experiment, keeping artifacts inside the state directory for sqlite stores
+    and in the asset store's bucket (s3://bucket/prefix/mlflow) when the asset store is S3."""
     import mlflow
 
     name = name or settings.experiment
     experiment = mlflow.get_experiment_by_name(name)
     if experiment is not None:
         return experiment.experiment_id
-    location = None
-    if settings.mlflow_tracking_uri.startswith("sqlite:"):
+    location = settings.mlflow_artifacts_uri
+    if location is None and settings.mlflow_tracking_uri.startswith("sqlite:"):
         location = settings.mlflow_artifacts.as_uri()
     try:
         return mlflow.create_experiment(name, artifact_location=location)

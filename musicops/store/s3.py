@@ -4,8 +4,8 @@ Same names as the local store (prefix/ab/cd/<sha256>.<fmt>), same guarantees by 
 - atomic: an S3 PUT makes the object visible whole or not at all, so a killed writer leaves nothing
   to sweep (single PUTs only, never multipart: assets are clips of a few MB);
 - content-addressed and idempotent: a key already holding an object of the right size is not
-  written again; each PUT carries the SHA-256 checksum (x-amz-checksum-sha256), so the server itself
-  refuses a body that was damaged on the way;
+  written again; each PUT carries the SHA-256 checksum (x-amz-checksum-sha256), so AWS S3 and MinIO
+  refuse a body that was damaged on the way (moto, the test server, does not check it);
 - checked reads: `read` hashes what came back and raises AssetCorruptError on a mismatch.
 Delivery goes straight from the bucket through presigned GET URLs (`presigned_url`).
 
