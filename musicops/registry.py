@@ -93,14 +93,16 @@ def _export_s3_for_mlflow(settings: Settings) -> None:
         return
     secrets = {"AWS_ACCESS_KEY_ID": settings.s3_access_key_id, "AWS_SECRET_ACCESS_KEY": settings.s3_secret_access_key,
                "AWS_SESSION_TOKEN": settings.s3_session_token}
-    wanted = {"MLFLOW_S3_ENDPOINT_URL": settings.s3_endpoint_url, "AWS_DEFAULT_REGION": settings.s3_region,
-              **{k: v.get_secret_value() if v is not None else None for k, v in secrets.items()}}
+    wanted: dict[str, str | None] = {"MLFLOW_S3_ENDPOINT_URL": settings.s3_endpoint_url, "AWS_DEFAULT_REGION": settings.s3_region,
+                                     **{k: v.get_secret_value() if v is not None else None
+                                        for k, v in secrets.items()}}
     if settings.s3_addressing_style != "auto" or settings.s3_endpoint_url:
         wanted["MLFLOW_BOTO_CLIENT_ADDRESSING_STYLE"] = (
             settings.s3_addressing_style if settings.s3_addressing_style != "auto" else "path")
     for name, value in wanted.items():
         if value and name not in os.environ:
-            os.environ[name] = _EXPORTED[name] = value
+            os.environ[name] = value
+            _EXPORTED[name] = value
 
 
 def ensure_experiment(settings: Settings, name: str | None = None) -> str:
