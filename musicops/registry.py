@@ -85,17 +85,16 @@ def _export_s3_for_mlflow(settings: Settings) -> None:
     for an S3 asset store, only values the settings hold, never over a variable the user set."""
     import os
 
-    for name, value in _EXPORTED.items():
-        if os.environ.get(name) == value:
+    for name, exported in _EXPORTED.items():
+        if os.environ.get(name) == exported:
             del os.environ[name]
     _EXPORTED.clear()
     if settings.mlflow_artifacts_uri is None:
         return
     secrets = {"AWS_ACCESS_KEY_ID": settings.s3_access_key_id, "AWS_SECRET_ACCESS_KEY": settings.s3_secret_access_key,
                "AWS_SESSION_TOKEN": settings.s3_session_token}
-    wanted: dict[str, str | None] = {"MLFLOW_S3_ENDPOINT_URL": settings.s3_endpoint_url, "AWS_DEFAULT_REGION": settings.s3_region,
-                                     **{k: v.get_secret_value() if v is not None else None
-                                        for k, v in secrets.items()}}
+    wanted = {"MLFLOW_S3_ENDPOINT_URL": settings.s3_endpoint_url, "AWS_DEFAULT_REGION": settings.s3_region,
+              **{k: v.get_secret_value() if v is not None else None for k, v in secrets.items()}}
     if settings.s3_addressing_style != "auto" or settings.s3_endpoint_url:
         wanted["MLFLOW_BOTO_CLIENT_ADDRESSING_STYLE"] = (
             settings.s3_addressing_style if settings.s3_addressing_style != "auto" else "path")
