@@ -9,10 +9,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -25,6 +27,20 @@ from musicops.config import get_settings
 from musicops.store.provenance import ProvenanceDB
 
 pytestmark = pytest.mark.slow  # moto server, batch subprocesses, a musicops serve process
+
+
+@pytest.fixture(autouse=True)
+def _mlflow_environment() -> Iterator[None]:
+    """`configure_mlflow` exports MLflow's S3 variables into this process: put them back afterwards."""
+    names = ("MLFLOW_S3_ENDPOINT_URL", "MLFLOW_BOTO_CLIENT_ADDRESSING_STYLE", "AWS_DEFAULT_REGION",
+             "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+    saved = {name: os.environ.get(name) for name in names}
+    yield
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 def _use_s3(monkeypatch: pytest.MonkeyPatch, s3_server: S3Server, url: str) -> None:
@@ -118,11 +134,13 @@ def test_registry_on_s3_then_serve_delivers_by_presigned_url(s3_server: S3Server
     weights = download_version("tiny-s3", "1", settings)  # the registry load, from the bucket
     assert (weights / "config.json").is_file() and any(weights.glob("*.safetensors"))
 
+    shutil.rmtree(settings.model_cache)  # the server downloads the version from the bucket itself
     store = KeyStore.for_settings(settings)
     try:
         acme, globex = store.create("acme-1", tenant="acme")[1], store.create("globex-1", tenant="globex")[1]
     finally:
         store.close()
+    assert "MLFLOW_S3_ENDPOINT_URL" not in s3_server.env(url), "the server derives it from the settings"
     serve = musicops_serve(home, ["--model", "models:/tiny-s3/1", "--poll-interval", "0", "--max-duration", "2",
                                   "--url-ttl", "300"], env=s3_server.env(url))
     with serve, httpx.Client(base_url=serve.url, headers={"Authorization": f"Bearer {acme}"}, timeout=60) as client, \
