@@ -8,6 +8,11 @@ The regression gate cannot be fooled by the choice of baseline: the baseline def
 alias's current holder, a candidate is never its own baseline (refused), and absolute floors that
 no baseline can lower apply always, also on a first release with no baseline at all. An override
 may overrule a gate that ran and failed, never one that could not evaluate.
+
+Required gates: a gate in the required set that is skipped fails the release ("required but
+skipped", exit 1), so CI cannot go green with the copyright or MOS gate silently off. The default
+set is `DEFAULT_REQUIRED` (the regression gate, the one that always has what it needs); every report
+states the set in force. An override cannot stand in for a required gate that never ran.
 """
 
 from __future__ import annotations
@@ -23,6 +28,25 @@ from musicops.errors import MusicopsError
 
 PASS, FAIL, SKIPPED, ERROR = "pass", "fail", "skipped", "error"
 VERDICTS = {0: "pass", 1: "fail", 2: "could not evaluate"}
+GATES = ("regression", "copyright", "mos", "licence")
+DEFAULT_REQUIRED = ("regression",)
+
+
+def parse_required(value: str | list[str] | tuple[str, ...] | None) -> tuple[str, ...]:
+    """The required gate set from "a,b" or a list; None or empty means `DEFAULT_REQUIRED`; "all" all four.
+
+    Unknown names are refused (a typo must not leave a gate unrequired without anyone noticing)."""
+    if value is None:
+        return DEFAULT_REQUIRED
+    items = value.split(",") if isinstance(value, str) else list(value)
+    names = [n.strip().lower() for n in items if n.strip()]
+    if names == ["all"]:
+        return GATES
+    unknown = sorted(set(names) - set(GATES))
+    if unknown:
+        raise ReleaseRefused(f"unknown gate(s) in --require: {', '.join(unknown)}; known: {', '.join(GATES)} "
+                             "(or 'all')")
+    return tuple(g for g in GATES if g in names) or DEFAULT_REQUIRED
 
 
 class ReleaseRefused(MusicopsError, ValueError):
@@ -50,13 +74,21 @@ class ReleaseReport:
     override: dict[str, Any] | None = None
     final_code: int | None = None
     model: Any = field(default=None, repr=False)  # the resolved candidate (for tagging)
+    required: tuple[str, ...] = DEFAULT_REQUIRED
 
     @property
     def exit_code(self) -> int:
-        """The gates' outcome: 0 pass, 1 a gate failed, 2 could not evaluate."""
+        """The gates' outcome: 0 pass, 1 a gate failed (or a required gate was skipped), 2 could not evaluate."""
         if any(g.status == ERROR for g in self.gates):
             return 2
-        return 1 if any(g.status == FAIL for g in self.gates) else 0
+        return 1 if self.failed_gates() else 0
+
+    def skipped_required(self) -> list[str]:
+        """Required gates that did not run: each fails the release."""
+        return [g.name for g in self.gates if g.status == SKIPPED and g.name in self.required]
+
+    def is_required(self, gate: GateVerdict) -> bool:
+        return gate.name in self.required
 
     @property
     def outcome_code(self) -> int:
@@ -76,13 +108,22 @@ class ReleaseReport:
         return None
 
     def failed_gates(self) -> list[str]:
-        return [g.name for g in self.gates if g.status == FAIL]
+        """Gates that failed, and required gates that were skipped."""
+        return [g.name for g in self.gates if g.status == FAIL or (g.status == SKIPPED and g.name in self.required)]
+
+    def headline(self, gate: GateVerdict) -> str:
+        """One gate in one phrase, e.g. "copyright: required but skipped (no catalog configured ...)"."""
+        if gate.status == SKIPPED and self.is_required(gate):
+            return f"{gate.name}: required but skipped ({gate.detail})"
+        return f"{gate.name}: {gate.status} ({gate.detail})"
 
     def to_dict(self) -> dict[str, Any]:
         return {"candidate": self.candidate, "baseline": self.baseline, "started_at": self.started_at,
                 "verdict": VERDICTS[self.exit_code], "exit_code": self.outcome_code, "suite": self.suite,
+                "required_gates": list(self.required), "skipped_required": self.skipped_required(),
+                "skipped": [g.name for g in self.gates if g.status == SKIPPED],
                 "promotion": self.promotion, "override": self.override,
-                "gates": [asdict(g) for g in self.gates]}
+                "gates": [{**asdict(g), "required": self.is_required(g)} for g in self.gates]}
 
 
 def resolve_pair(candidate: str, baseline: str | None, alias: str, settings: Settings) -> tuple[Any, Any]:
@@ -113,18 +154,22 @@ def resolve_pair(candidate: str, baseline: str | None, alias: str, settings: Set
 def run_release_gates(candidate: str, baseline: str | None = None, *, settings: Settings | None = None,
                       out_dir: str | Path | None = None, suite: str | Path | None = None,
                       catalog: str | None = None, mos_campaign: str | None = None,
-                      alias: str = "champion", record: bool = True) -> ReleaseReport:
+                      alias: str = "champion", record: bool = True,
+                      required: str | list[str] | tuple[str, ...] | None = None) -> ReleaseReport:
     """Every gate on `candidate` (a registry URI); with `record`, reports are written and verdicts logged.
 
-    `baseline` None means the current holder of `alias` (none on a first release).
+    `baseline` None means the current holder of `alias` (none on a first release). `required`: the
+    gates that must run (see `parse_required`); a required gate that is skipped fails the release.
     """
     from musicops.registry import configure_mlflow
 
+    needed = parse_required(required)
     settings = configure_mlflow(settings)
     out = Path(out_dir) if out_dir else None
     cand, base = resolve_pair(candidate, baseline, alias, settings)
     report = ReleaseReport(cand.pinned_uri, base.pinned_uri if base else None, [],
-                           datetime.now(UTC).isoformat(timespec="seconds"), str(out) if out else None, model=cand)
+                           datetime.now(UTC).isoformat(timespec="seconds"), str(out) if out else None, model=cand,
+                           required=needed)
     regression = guard("regression", lambda: regression_gate(cand, base, suite, out, settings))
     report.gates.append(regression)
     report.gates.append(guard("copyright", lambda: copyright_gate(regression, catalog, settings)))
@@ -138,12 +183,13 @@ def run_release_gates(candidate: str, baseline: str | None = None, *, settings: 
 def release(candidate: str, baseline: str | None = None, *, promote_to: str | None = None,
             override_reason: str | None = None, user: str | None = None, settings: Settings | None = None,
             out_dir: str | Path | None = None, suite: str | Path | None = None, catalog: str | None = None,
-            mos_campaign: str | None = None) -> ReleaseReport:
+            mos_campaign: str | None = None,
+            required: str | list[str] | tuple[str, ...] | None = None) -> ReleaseReport:
     """Gates, then the alias decision, then the record: what `musicops gate` runs.
 
     Passed -> promote. Failed + override reason -> promote, exit 0, the override recorded (reason,
-    user, time, failed gates). Could not evaluate -> nothing moves, and an override is refused: an
-    override overrules a measured failure, never a missing measurement.
+    user, time, failed gates). Could not evaluate, or a required gate skipped -> nothing moves, and an
+    override is refused: an override overrules a measured failure, never a missing measurement.
     """
     from musicops.registry import configure_mlflow
     from musicops.release.promotion import PromotionError, promote
@@ -155,7 +201,7 @@ def release(candidate: str, baseline: str | None = None, *, promote_to: str | No
     settings = configure_mlflow(settings)
     report = run_release_gates(candidate, baseline, settings=settings, out_dir=out_dir, suite=suite,
                                catalog=catalog, mos_campaign=mos_campaign, alias=promote_to or "champion",
-                               record=False)
+                               record=False, required=required)
     code = report.exit_code
     if promote_to:
         report.promotion = {"alias": promote_to, "promoted": False, "previous": None, "detail": ""}
@@ -169,6 +215,10 @@ def release(candidate: str, baseline: str | None = None, *, promote_to: str | No
             report.final_code = 2
         elif code == 1 and not override_reason:
             report.promotion["detail"] = f"gate(s) {', '.join(report.failed_gates())} failed: @{promote_to} unchanged"
+        elif code == 1 and report.skipped_required():
+            report.promotion["detail"] = (
+                f"override refused: required gate(s) {', '.join(report.skipped_required())} were skipped; an "
+                f"override may overrule a gate that ran and failed, never one that did not run. @{promote_to} unchanged")
         elif cand.kind != "registry":
             report.promotion["detail"] = f"{cand.pinned_uri} is not a registry version: nothing to promote"
             report.final_code = 2
@@ -302,8 +352,11 @@ def licence_gate(cand: Any, alias: str) -> GateVerdict:
     reason = licence_blocks(licence, alias)
     if reason:
         return GateVerdict("licence", FAIL, reason, {"licence": licence})
-    return GateVerdict("licence", PASS, f"licence {licence or 'unknown'!r} allowed for alias {alias!r}",
-                       {"licence": licence})
+    if not licence or licence.strip().lower() == "unknown":
+        # Nothing to check against: recorded as skipped (never as passed); `--require licence` fails it.
+        return GateVerdict("licence", SKIPPED, f"no licence recorded on {cand.pinned_uri} (version tag "
+                           "musicops.licence; `models import --licence` sets it)", {"licence": licence or "unknown"})
+    return GateVerdict("licence", PASS, f"licence {licence!r} allowed for alias {alias!r}", {"licence": licence})
 
 
 def verdict_from_json(text: str) -> GateVerdict:
@@ -351,15 +404,18 @@ def log_verdicts(report: ReleaseReport, cand: Any, settings: Settings) -> None:
 
 
 def write_release_outputs(report: ReleaseReport, out: Path) -> dict[str, Path]:
-    """release.json, junit.xml (one test case per gate; skipped gates as <skipped/>), summary.md, release.html."""
+    """release.json, junit.xml (one test case per gate; skipped gates as <skipped/>, a required one as a
+    failure), summary.md, release.html."""
     from musicops.reports import JUnitCase, write_junit
     from musicops.reports.junit import Outcome
 
     out.mkdir(parents=True, exist_ok=True)
     (out / "release.json").write_text(json.dumps(report.to_dict(), indent=2, default=str))
     outcome: dict[str, Outcome] = {FAIL: "failure", ERROR: "error", SKIPPED: "skipped"}
+    missing = report.skipped_required()
     write_junit(out / "junit.xml", "musicops-release-gates",
-                [JUnitCase(g.name, outcome.get(g.status, "passed"), g.detail) for g in report.gates],
+                [JUnitCase(g.name, "failure", f"required but skipped: {g.detail}") if g.name in missing
+                 else JUnitCase(g.name, outcome.get(g.status, "passed"), g.detail) for g in report.gates],
                 classname="musicops.release")
     (out / "summary.md").write_text(markdown_summary(report))
     (out / "release.html").write_text(release_html(report))
@@ -372,14 +428,25 @@ _ICON = {PASS: "✅", FAIL: "❌", SKIPPED: "⏭️", ERROR: "⚠️"}
 def markdown_summary(report: ReleaseReport) -> str:
     """Fit for a pull-request comment."""
     verdict = report.to_dict()["verdict"]
-    lines = [f"### musicops release gates: **{verdict}**", "",
-             f"Candidate `{report.candidate}` vs baseline `{report.baseline or '- (first release: absolute floors only)'}`",
-             ""]
+    lines = [f"### musicops release gates: **{verdict}**", ""]
+    missing = report.skipped_required()
+    skipped = [g.name for g in report.gates if g.status == SKIPPED and g.name not in missing]
+    if missing:
+        lines += [f"> ❌ **Required but skipped: {', '.join(missing)}** (a required gate that did not run fails the "
+                  "release)", ""]
+    if skipped:
+        lines += [f"> ⏭️ **Skipped (not required): {', '.join(skipped)}**: this verdict says nothing about "
+                  + ("them" if len(skipped) > 1 else "it"), ""]
+    lines += [f"Candidate `{report.candidate}` vs baseline `{report.baseline or '- (first release: absolute floors only)'}`",
+              "", f"Required gates: {', '.join(report.required)}"
+              + (" (the default; `--require` adds more)" if report.required == DEFAULT_REQUIRED else ""), ""]
     if report.suite:
         lines += [f"Suite `{report.suite['name']}` v{report.suite['version']}, sha256 `{report.suite['sha256']}`", ""]
     lines += ["| gate | status | detail |", "|---|---|---|"]
     for gate in report.gates:
-        lines.append(f"| {gate.name} | {_ICON[gate.status]} {gate.status} | {gate.detail.replace('|', '/')} |")
+        status = "required but skipped" if gate.name in missing else gate.status
+        icon = _ICON[FAIL] if gate.name in missing else _ICON[gate.status]
+        lines.append(f"| {gate.name} | {icon} {status} | {gate.detail.replace('|', '/')} |")
     if report.override:
         o = report.override
         lines += ["", f"**Overridden** by {o['by']} at {o['at']}: failed gate(s) {', '.join(o['failed_gates']) or '-'}; "
@@ -401,6 +468,8 @@ def release_html(report: ReleaseReport) -> str:
     copyright_gate = gates.get("copyright")
     mos = gates["mos"].figures if "mos" in gates else {}
     return render("release.html.j2", report=report, verdict=report.to_dict()["verdict"], icons=_ICON, links=links,
+                  missing=report.skipped_required(),
+                  skipped=[g.name for g in report.gates if g.status == SKIPPED and g.name not in report.required],
                   metrics=metrics if metrics and "clap" in metrics else None,
                   outliers=regression.get("outliers") or [],
                   matches=copyright_gate.detail if copyright_gate and copyright_gate.status != SKIPPED else None,

@@ -43,16 +43,17 @@ def test_junit_escapes_special_characters_and_keeps_emoji(tmp_path: Path) -> Non
     assert ET.parse(path).getroot().find("testsuite").get("name") == "suite & <co>"
 
 
-def _release_report(prompt: str) -> SimpleNamespace:
-    gate = SimpleNamespace(name="regression", status="fail", detail="clap <dropped>", report=None, figures={
+def _release_report(prompt: str):
+    from musicops.release.gates import GateVerdict, ReleaseReport
+
+    gate = GateVerdict(name="regression", status="fail", detail="clap <dropped>", report=None, figures={
+        "suite": {"name": "s", "version": 1, "sha256": "0" * 64},
         "metrics": {"clap": {"mean_delta": -0.1, "ci_low": -0.2, "ci_high": 0.0},
                     "flatness": {"mean_delta": 0.0, "ci_low": -0.1, "ci_high": 0.1},
                     "frechet_distance": 1.5, "drift_median": 0.1, "drift_max": 0.3},
         "outliers": [{"id": "p1", "prompt": prompt, "fd_contribution": 0.5, "drift": 0.2,
                       "candidate_audio": "a" * 64, "baseline_audio": "b" * 64}]})
-    return SimpleNamespace(candidate="models:/m/2", baseline="models:/m/1", started_at="2026-01-01T00:00:00",
-                           suite={"name": "s", "version": 1, "sha256": "0" * 64}, override=None, promotion=None,
-                           gates=[gate], out_dir=None, to_dict=lambda: {"verdict": "FAIL"})
+    return ReleaseReport("models:/m/2", "models:/m/1", [gate], "2026-01-01T00:00:00")
 
 
 def test_templates_autoescape_user_text() -> None:

@@ -42,9 +42,14 @@ def gate(
     override_reason: str = typer.Option(None, "--override-reason",
                                         help="Promote despite FAILED gates (recorded); refused when a gate "
                                         "could not evaluate."),
+    require: str = typer.Option(None, "--require", metavar="GATES",
+                                help="Gates that must run, comma-separated (regression, copyright, mos, licence "
+                                "or 'all'); a required gate that is skipped fails the run (exit 1). Default: "
+                                "regression."),
     as_json: bool = typer.Option(False, "--json", help="Print the release report as JSON."),
 ) -> None:
-    """Run every release gate; exit 0 pass, 1 a gate failed, 2 could not evaluate or refused."""
+    """Run every release gate; exit 0 pass, 1 a gate failed or a required gate was skipped, 2 could not
+    evaluate or refused."""
     from musicops.registry import ModelNotFoundError, parse_model_uri
     from musicops.release.gates import ReleaseRefused, release
 
@@ -53,7 +58,7 @@ def gate(
         if not ref.version:
             _refuse("--candidate must name a version: models:/NAME/VERSION", as_json)
         report = release(candidate, baseline, promote_to=promote_to, override_reason=override_reason,
-                         out_dir=out, suite=suite, catalog=catalog, mos_campaign=mos_campaign)
+                         out_dir=out, suite=suite, catalog=catalog, mos_campaign=mos_campaign, required=require)
     except ReleaseRefused as exc:
         _refuse(str(exc), as_json)
     except (ModelNotFoundError, ValueError) as exc:
@@ -68,9 +73,16 @@ def gate(
     for column in ("gate", "status", "detail"):
         table.add_column(column, overflow="fold")
     colours = {"pass": "green", "fail": "red", "skipped": "yellow", "error": "magenta"}
+    missing = report.skipped_required()
     for g in report.gates:
-        table.add_row(g.name, f"[{colours[g.status]}]{g.status}[/]", g.detail)
+        status = "[bold red]required but skipped[/]" if g.name in missing else f"[{colours[g.status]}]{g.status}[/]"
+        table.add_row(g.name, status, g.detail)
     console.print(table)
+    for g in report.gates:
+        if g.name in missing:
+            err_console.print(f"[bold red]{report.headline(g)}[/]")
+    console.print(f"required gates: {', '.join(report.required)}"
+                  + (" (default; --require adds more)" if report.required == ("regression",) else ""))
     if report.suite:
         console.print(f"suite {report.suite['name']} v{report.suite['version']} sha256 {report.suite['sha256']}")
     console.print(f"reports: {out / 'release.html'}, {out / 'junit.xml'}, {out / 'summary.md'}")

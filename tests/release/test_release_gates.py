@@ -62,8 +62,10 @@ def test_healthy_candidate_is_promoted_and_rollback_restores(tmp_path) -> None:
     assert current_alias("m", "champion") == "2" and current_alias("m", "previous") == "1"
     junit = ET.parse(tmp_path / "junit.xml").getroot()
     skipped = [c.get("name") for c in junit.iter("testcase") if c.find("skipped") is not None]
-    assert skipped == ["copyright", "mos"]  # recorded as skipped, never as passed
-    assert "skipped" in (tmp_path / "summary.md").read_text()
+    # recorded as skipped, never as passed; the tiny preset's lineage records no licence
+    assert skipped == ["copyright", "mos", "licence"]
+    summary = (tmp_path / "summary.md").read_text()
+    assert "Skipped (not required): copyright, mos, licence" in summary and "Required gates: regression" in summary
     page = (tmp_path / "release.html").read_text()
     assert "Metric deltas" in page and "<audio" in page and "Per-prompt outliers" in page
     for sha in re.findall(r"src='(regression/audio/[0-9a-f]{64}\.wav)'", page):
@@ -115,6 +117,25 @@ def test_non_commercial_weights_cannot_become_a_commercial_champion(tmp_path, mo
     assert result.exit_code == 1, result.output
     assert "licence" in _failing(tmp_path / "junit.xml")
     MlflowClient().set_model_version_tag("m", "2", "musicops.licence", "apache-2.0")
+
+
+def test_required_gates_that_were_skipped_fail_and_no_override_stands_in(tmp_path) -> None:
+    import json
+
+    before = current_alias("m", "champion")
+    result = CliRunner().invoke(app, ["gate", "--candidate", "models:/m/2", "--baseline", "models:/m/1",
+                                      "--require", "regression,copyright,licence", "--promote", "champion",
+                                      "--override-reason", "ship it", "--out", str(tmp_path), "--json"])
+    assert result.exit_code == 1, result.output
+    report = json.loads(result.output[result.output.index("{"):])
+    assert report["required_gates"] == ["regression", "copyright", "licence"]
+    assert report["skipped_required"] == ["copyright", "licence"] and report["verdict"] == "fail"
+    assert "override refused" in report["promotion"]["detail"] and current_alias("m", "champion") == before
+    assert _failing(tmp_path / "junit.xml") == ["copyright", "licence"]
+    assert "Required but skipped: copyright, licence" in (tmp_path / "release.html").read_text()
+    plain = CliRunner().invoke(app, ["gate", "--candidate", "models:/m/2", "--baseline", "models:/m/1",
+                                     "--require", "copyright", "--out", str(tmp_path / "plain")])
+    assert plain.exit_code == 1 and "copyright: required but skipped" in plain.output
 
 
 def test_unknown_candidate_could_not_evaluate(tmp_path) -> None:
