@@ -60,9 +60,11 @@ def run_batch(prompts_file: str | Path, model_ref: str, options: BatchOptions | 
         total = len(plan.items)
         if progress:
             progress("generate", len(outcomes), total)
-        generation_seconds = 0.0
+        generation_seconds = load_seconds = 0.0
         if pending:
+            t_load = time.perf_counter()
             model = load_model(plan.model, settings, precision=options.precision)
+            load_seconds = time.perf_counter() - t_load
 
             def on_batch(local: list[int], clips: list[np.ndarray], seconds: float) -> None:
                 nonlocal generation_seconds
@@ -81,7 +83,7 @@ def run_batch(prompts_file: str | Path, model_ref: str, options: BatchOptions | 
         wall = time.perf_counter() - started  # generation only: stems are counted apart (n_stems)
         ordered = [outcomes[i] for i in range(len(plan.items))]
         n_stems = _separate(plan, ordered, separator, store, db, progress) if separator is not None else None
-        metrics = batch_metrics(ordered, wall, generation_seconds, price_per_hour(options, settings))
+        metrics = batch_metrics(ordered, wall, generation_seconds, price_per_hour(options, settings), load_seconds)
         if n_stems is not None:
             metrics["n_stems"] = float(n_stems)
         db.finish_batch(plan.batch_id, "finished", {k: v for k, v in metrics.items() if k.startswith("n_")})

@@ -15,7 +15,10 @@ from musicops.generation.results import ClipOutcome
 
 
 def batch_metrics(outcomes: list[ClipOutcome], wall_s: float, generation_s: float,
-                  price_per_hour: float) -> dict[str, float]:
+                  price_per_hour: float, load_s: float = 0.0) -> dict[str, float]:
+    """`real_time_factor` is audio seconds per compute second (the usual definition: above 1 is faster
+    than real time); `wall_s` includes model loading (`load_s`), so cost per generated minute comes
+    twice: with loading (what this run cost) and without (what the next clip costs once loaded)."""
     generated = [o for o in outcomes if not o.cache_hit]
     audio_s = sum(o.record.duration_s for o in generated)
     latencies = [o.latency_s for o in generated]
@@ -28,8 +31,11 @@ def batch_metrics(outcomes: list[ClipOutcome], wall_s: float, generation_s: floa
         "cache_hit_ratio": (len(outcomes) - len(generated)) / len(outcomes) if outcomes else 0.0,
         "wall_seconds": wall_s, "generation_seconds": generation_s, "generated_audio_seconds": audio_s,
         "tracks_per_minute": len(generated) / (wall_s / 60.0) if generated and wall_s > 0 else 0.0,
-        "real_time_factor": generation_s / audio_s if audio_s else 0.0,
+        "real_time_factor": audio_s / generation_s if audio_s and generation_s > 0 else 0.0,
+        "model_load_seconds": load_s,
         "cost_per_generated_minute": (price_per_hour * wall_s / 3600.0) / minutes if minutes else 0.0,
+        "cost_per_generated_minute_excl_loading":
+            (price_per_hour * max(wall_s - load_s, 0.0) / 3600.0) / minutes if minutes else 0.0,
     }
     if latencies:
         p50, p95, p99 = np.percentile(latencies, [50, 95, 99])

@@ -72,6 +72,9 @@ class PromptsFileError(MusicopsError, ValueError):
     def __init__(self, path: str, errors: list[LineError]):
         self.path = path
         self.errors = errors
+        if len(errors) == 1 and errors[0].line_no == 0:  # the file (or option) as a whole, not a line
+            super().__init__(f"{path}: {errors[0].message}")
+            return
         shown = "\n".join(f"  {e}" for e in errors[:50])
         more = f"\n  ... and {len(errors) - 50} more" if len(errors) > 50 else ""
         super().__init__(f"{path}: {len(errors)} bad line(s):\n{shown}{more}")
@@ -148,6 +151,14 @@ def cli_items(prompts: list[str], duration_s: float, seed: int, melody: str | Pa
             continue
         items.append(WorkItem(number, 0, line.prompt, normalize_prompt(line.prompt), line.duration_s, seed + number - 1,
                               (), line.melody, line.melody_sha256))
+    for name, option in (("duration_s", "--duration"), ("melody", "--melody")):
+        # one option's value is shared by every prompt: name the option once, not each prompt line
+        mine = [e for e in errors if e.message.startswith((f"{name} ", f"{name}:"))]
+        if mine:
+            message = mine[0].message
+            if name == "duration_s":  # "--duration: must be in [...]" reads better than "duration_s must be"
+                message = message.removeprefix(name).lstrip(" :")
+            raise PromptsFileError(option, [LineError(0, message)])
     if errors:
         raise PromptsFileError("--prompt", errors)
     return items

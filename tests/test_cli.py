@@ -65,3 +65,17 @@ def test_ingest_command_rejects_the_three_bad_files(tmp_path) -> None:
     for name in ("zero.wav", "text.wav", "nan.wav"):
         assert name in text
     assert not list(home.glob("datasets/bad/v*"))
+
+
+def test_flags_show_no_value_type_in_help() -> None:
+    """`--no-cache` takes no value, so help must not print "<bool>" after it; valued options keep theirs."""
+    from typer.testing import CliRunner
+
+    from musicops.cli import app
+
+    for args in (["generate", "batch", "--help"], ["gate", "--help"], ["serve", "--help"]):
+        result = CliRunner().invoke(app, args, terminal_width=200)
+        assert result.exit_code == 0, result.output
+        assert "<bool>" not in result.output, args
+    batch = CliRunner().invoke(app, ["generate", "batch", "--help"], terminal_width=200).output
+    assert "--batch-size" in batch and "<int>" in batch and "--no-cache" in batch

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from rich.console import Console
 from rich.markup import escape
-from typer.core import TyperGroup
+from typer.core import TyperGroup, TyperOption
 
 from musicops.errors import MusicopsError
 
@@ -33,6 +33,18 @@ def report_error(exc: MusicopsError) -> NoReturn:
 
     err_console.print(f"[bold red]error:[/] {escape(str(exc))}")
     raise typer.Exit(exc.exit_code) from None
+
+
+def _flag_type_hidden(option: TyperOption, ctx: Any) -> str | None:
+    """Typer 0.29 prints "<bool>" in the type column of on/off flags, which take no value, so help read
+    as if `--no-cache <bool>` wanted one. A flag shows no type; every other option is Typer's own."""
+    if option.is_flag and option.metavar is None:
+        return None
+    return _typer_display_type(option, ctx)
+
+
+_typer_display_type = TyperOption.display_type_rich
+TyperOption.display_type_rich = _flag_type_hidden  # type: ignore[method-assign,assignment]
 
 
 class MusicopsGroup(TyperGroup):

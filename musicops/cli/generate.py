@@ -90,16 +90,31 @@ def generate_prompts(prompts: list[str], model: str, duration: float, seed: int,
 
 
 def _run_with_progress(run: object) -> object:
+    """Planning (prompts, model resolution, cache lookup) shows a spinner; the assets bar appears only
+    once generation starts, so a bad file or an unknown alias is never reported behind a progress bar."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=console, transient=False) as bar:
-        task = bar.add_task("assets", total=None)
+    bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   console=console, transient=False)
+    task = bar.add_task("assets", total=None)
+    status = console.status("planning: reading prompts, resolving the model, checking the cache ...")
+    status.start()
+    started = False
 
-        def progress(phase: str, done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total)
+    def progress(phase: str, done: int, total: int) -> None:
+        nonlocal started
+        if not started:
+            status.stop()
+            bar.start()
+            started = True
+        bar.update(task, completed=done, total=total)
 
+    try:
         return run(progress)  # type: ignore[operator]
+    finally:
+        status.stop()
+        if started:
+            bar.stop()
 
 
 def _report(result: object, out: Path | None) -> None:
@@ -129,9 +144,12 @@ def _report(result: object, out: Path | None) -> None:
         console.print(f"{int(m['n_stems'])} stem asset(s) (drums/bass/other/vocals per delivered clip, "
                       f"separator {result.plan.options.stems})")  # type: ignore[attr-defined]
     if m["n_generated"]:
-        console.print(f"{m['tracks_per_minute']:.1f} tracks/min, real-time factor {m['real_time_factor']:.3f}, "
-                      f"latency p50 {m.get('latency_p50_s', 0):.2f}s p95 {m.get('latency_p95_s', 0):.2f}s "
-                      f"p99 {m.get('latency_p99_s', 0):.2f}s, cost/generated min {m['cost_per_generated_minute']:.4f}")
+        console.print(f"{m['tracks_per_minute']:.3g} tracks/min, real-time factor {m['real_time_factor']:.3g} "
+                      f"(audio s per compute s), latency p50 {m.get('latency_p50_s', 0):.2f}s "
+                      f"p95 {m.get('latency_p95_s', 0):.2f}s p99 {m.get('latency_p99_s', 0):.2f}s")
+        console.print(f"cost per generated minute {m['cost_per_generated_minute']:.4g} "
+                      f"({m['cost_per_generated_minute_excl_loading']:.4g} without the "
+                      f"{m['model_load_seconds']:.1f} s model load)")
     if result.mlflow_run_id:  # type: ignore[attr-defined]
         console.print(f"MLflow run {result.mlflow_run_id}")  # type: ignore[attr-defined]
     if out is not None:

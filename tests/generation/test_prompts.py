@@ -112,3 +112,17 @@ def test_durations_below_what_the_loudness_check_can_measure_are_refused(duratio
         return
     with pytest.raises(ValueError, match=r"duration_s must be in \[0\.5, 60\] seconds.*at least 0\.5 s"):
         validate_record(1, record)
+
+
+def test_file_and_option_errors_name_the_file_or_option_not_a_line(tmp_path: Path) -> None:
+    from musicops.generation.prompts import cli_items
+
+    with pytest.raises(PromptsFileError) as missing:
+        read_prompts(tmp_path / "nope.jsonl")
+    assert str(missing.value) == f"{tmp_path / 'nope.jsonl'}: file not found"
+    with pytest.raises(PromptsFileError) as duration:
+        cli_items(["calm piano", "drums"], 0.0, seed=0)
+    assert str(duration.value).startswith("--duration: must be in [") and "line" not in str(duration.value)
+    with pytest.raises(PromptsFileError) as prompt:
+        cli_items(["calm piano", "  "], 2.0, seed=0)
+    assert str(prompt.value).startswith("--prompt: 1 bad line(s)") and "line 2" in str(prompt.value)
