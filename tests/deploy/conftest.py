@@ -1,6 +1,7 @@
 """Rendering deploy/kustomize with `kubectl kustomize` (Debian's kubernetes-client; `make kubectl`).
 
-Without kubectl the manifest tests skip, except where the full tier runs them (`make test` sets
+The manifest tests are in the slow tier (make test-fast needs nothing beyond the install). Without
+kubectl they skip, except where the full tier runs them (`make test` sets
 MUSICOPS_REQUIRE_POSTGRES=1 and installs kubectl first), with MUSICOPS_REQUIRE_KUBECTL=1, or in CI:
 there a missing kubectl fails them.
 """

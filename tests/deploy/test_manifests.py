@@ -25,6 +25,8 @@ import pytest
 from kubernetes_validate.utils import SchemaNotFoundError
 from kubernetes_validate.utils import ValidationError as SchemaError
 
+pytestmark = pytest.mark.slow  # needs kubectl (make kubectl), like FluidSynth or PostgreSQL elsewhere
+
 REPO = Path(__file__).resolve().parents[2]
 OVERLAYS = ("dev", "production", "kserve")  # as in conftest.py
 KUBERNETES_VERSION = "1.32"  # the kubectl Debian packages (kubernetes-client 1.32)
