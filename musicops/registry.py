@@ -105,17 +105,18 @@ def _export_s3_for_mlflow(settings: Settings) -> None:
 
 
 def ensure_experiment(settings: Settings, name: str | None = None) -> str:
-    """Get or create the experiment, keeping artifacts inside the state directory for sqlite stores
-    and in the asset store's bucket (s3://bucket/prefix/mlflow) when the asset store is S3."""
+    """Get or create the experiment. With the embedded sqlite tracking store musicops picks the
+    artifact location: the state directory, or the asset store's bucket (s3://bucket/prefix/mlflow)
+    when the asset store is S3. A tracking server keeps its own (--artifacts-destination)."""
     import mlflow
 
     name = name or settings.experiment
     experiment = mlflow.get_experiment_by_name(name)
     if experiment is not None:
         return experiment.experiment_id
-    location = settings.mlflow_artifacts_uri
-    if location is None and settings.mlflow_tracking_uri.startswith("sqlite:"):
-        location = settings.mlflow_artifacts.as_uri()
+    location = None
+    if settings.mlflow_tracking_uri.startswith("sqlite:"):
+        location = settings.mlflow_artifacts_uri or settings.mlflow_artifacts.as_uri()
     try:
         return mlflow.create_experiment(name, artifact_location=location)
     except Exception:  # another process created it in the meantime
