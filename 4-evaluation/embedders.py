@@ -277,8 +277,31 @@ def _clap_tiny(path: str | None) -> Embedder:
 def _clap_dir(path: str | None) -> Embedder:
     if path is None:
         raise ValueError("embedder 'clap' needs path= a local transformers CLAP directory "
-                         "(e.g. a copy of laion/clap-htsat-unfused)")
+                         "(e.g. a copy of laion/clap-htsat-unfused) or an MLflow models:/ or runs:/ URI of one")
+    if path.startswith(("models:/", "runs:/")) or "://" in path:
+        return ClapEmbedder.from_dir(_downloaded_clap(path), name=f"clap:{path}")
     return ClapEmbedder.from_dir(path)
+
+
+def _downloaded_clap(uri: str) -> Path:
+    """The transformers CLAP directory inside MLflow artifacts (downloaded through MLflow's own client:
+    its artifact store may be local, an MLflow server or S3); the first folder holding a CLAP config."""
+    from mlflow.artifacts import download_artifacts
+
+    from musicops.registry import configure_mlflow
+
+    configure_mlflow()
+    try:
+        local = Path(download_artifacts(artifact_uri=uri))
+    except Exception as exc:  # noqa: BLE001 - MLflow raises several types; the user needs the URI and why
+        raise FileNotFoundError(f"{uri}: cannot fetch CLAP weights through MLflow ({exc})") from exc
+    for config in sorted(local.rglob("config.json"), key=lambda p: len(p.parts)):
+        try:
+            if json.loads(config.read_text()).get("model_type") == "clap":
+                return config.parent
+        except (OSError, ValueError):
+            continue
+    raise FileNotFoundError(f"{uri}: no transformers CLAP model (config.json with model_type 'clap') in its artifacts")
 
 
 def _laion_clap(path: str | None) -> Embedder:

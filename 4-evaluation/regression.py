@@ -40,6 +40,11 @@ BUILTIN_FLOORS: dict[str, float] = {
 _HIGHER_IS_TIGHTER = frozenset({"min_clap_score"})
 
 
+def is_artifact_uri(value: str) -> bool:
+    """An MLflow model/run/artifact URI (or any scheme://) rather than a local path."""
+    return value.startswith(("models:/", "runs:/")) or "://" in value
+
+
 class SuiteError(MusicopsError, ValueError):
     """A suite file that cannot be used."""
 
@@ -67,8 +72,20 @@ class Suite:
 
     def info(self) -> dict[str, Any]:
         """What a verdict records about the suite it was measured with (the sha256 pins the file)."""
+        from musicops.evaluation.embedders import CLAP_TINY
+
         return {"name": self.name, "version": self.version, "sha256": self.sha256, "path": self.path,
-                "floors": self.floors, "floors_ignored": self.floors_ignored}
+                "floors": self.floors, "floors_ignored": self.floors_ignored, "embedder": self.embedder,
+                "embedder_random_weights": self.embedder == CLAP_TINY}
+
+
+def embedder_warning(suite: dict[str, Any] | None) -> str | None:
+    """The line every report leads with when its CLAP scores come from random weights (None otherwise)."""
+    if not suite or not suite.get("embedder_random_weights"):
+        return None
+    return (f"WARNING: CLAP scores here come from {suite.get('embedder')!r}, an embedder with random weights: they "
+            "measure nothing musical. Name real CLAP weights in the suite ('embedder': 'clap' with 'embedder_path' "
+            "a directory or an MLflow models:/ or runs:/ URI, or 'embedder': 'clap:OWNER/NAME' from the hub).")
 
 
 def load_suite(path: str | Path = DEFAULT_SUITE) -> Suite:
@@ -80,7 +97,8 @@ def load_suite(path: str | Path = DEFAULT_SUITE) -> Suite:
                         for p in data["prompts"])
         floors, ignored = effective_floors(data.get("floors") or {})
         embedder_path = data.get("embedder_path")
-        if embedder_path is not None:  # relative to the suite file, so a suite folder travels whole
+        if embedder_path is not None and not is_artifact_uri(str(embedder_path)):
+            # relative to the suite file, so a suite folder travels whole (URIs are kept as written)
             embedder_path = str((path.parent / str(embedder_path)).resolve())
         suite = Suite(str(data["name"]), int(data["version"]), str(data.get("embedder", "clap-tiny")), prompts,
                       dict(data["thresholds"]), hashlib.sha256(raw).hexdigest(), str(path), floors, ignored,
@@ -164,8 +182,13 @@ class RegressionResult:
     def exit_code(self) -> int:
         return PASS if self.passed else REGRESSION
 
+    @property
+    def warning(self) -> str | None:
+        return embedder_warning(self.suite)
+
     def to_dict(self) -> dict[str, Any]:
-        return {"suite": self.suite, "candidate": self.candidate, "baseline": self.baseline,
+        head = {"warning": self.warning} if self.warning else {}
+        return {**head, "suite": self.suite, "candidate": self.candidate, "baseline": self.baseline,
                 "verdict": "pass" if self.passed else "regression", "provenance": self.provenance,
                 "checks": [asdict(c) for c in self.checks], "metrics": self.metrics,
                 "rows": [asdict(r) for r in self.rows]}

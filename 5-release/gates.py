@@ -107,6 +107,13 @@ class ReleaseReport:
                 return gate.figures["suite"]
         return None
 
+    @property
+    def warning(self) -> str | None:
+        """The random-embedder warning of the suite the regression gate measured with, if any."""
+        from musicops.evaluation.regression import embedder_warning
+
+        return embedder_warning(self.suite)
+
     def failed_gates(self) -> list[str]:
         """Gates that failed, and required gates that were skipped."""
         return [g.name for g in self.gates if g.status == FAIL or (g.status == SKIPPED and g.name in self.required)]
@@ -118,7 +125,8 @@ class ReleaseReport:
         return f"{gate.name}: {gate.status} ({gate.detail})"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"candidate": self.candidate, "baseline": self.baseline, "started_at": self.started_at,
+        head = {"warning": self.warning} if self.warning else {}
+        return {**head, "candidate": self.candidate, "baseline": self.baseline, "started_at": self.started_at,
                 "verdict": VERDICTS[self.exit_code], "exit_code": self.outcome_code, "suite": self.suite,
                 "required_gates": list(self.required), "skipped_required": self.skipped_required(),
                 "skipped": [g.name for g in self.gates if g.status == SKIPPED],
@@ -428,7 +436,8 @@ _ICON = {PASS: "✅", FAIL: "❌", SKIPPED: "⏭️", ERROR: "⚠️"}
 def markdown_summary(report: ReleaseReport) -> str:
     """Fit for a pull-request comment."""
     verdict = report.to_dict()["verdict"]
-    lines = [f"### musicops release gates: **{verdict}**", ""]
+    lines = [f"> ⚠️ **{report.warning}**", ""] if report.warning else []
+    lines += [f"### musicops release gates: **{verdict}**", ""]
     missing = report.skipped_required()
     skipped = [g.name for g in report.gates if g.status == SKIPPED and g.name not in missing]
     if missing:

@@ -38,6 +38,8 @@ def regression(
             FileNotFoundError) as exc:
         err_console.print(f"[bold red]could not evaluate:[/] {exc}")
         raise typer.Exit(ERROR) from None
+    if result.warning:
+        err_console.print(f"[bold yellow]{result.warning}[/]")
     table = Table(title=f"{result.candidate} vs {result.baseline}")
     for column in ("gate", "verdict", "detail"):
         table.add_column(column, overflow="fold")

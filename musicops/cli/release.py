@@ -64,6 +64,8 @@ def gate(
     except (ModelNotFoundError, ValueError) as exc:
         _refuse(str(exc), as_json, "could not evaluate")
     code = report.outcome_code
+    if report.warning:
+        err_console.print(f"[bold yellow]{report.warning}[/]")
     if as_json:
         _print_json(report.to_dict())
         raise typer.Exit(code)

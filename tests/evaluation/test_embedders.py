@@ -174,3 +174,26 @@ def test_registry_names_and_errors():
 def test_laion_clap_missing_package_says_how_to_install():
     with pytest.raises(ImportError, match=r"pip install laion-clap; note its numpy<2 pin"):
         get_embedder("laion-clap", path="/nonexistent")
+
+
+def test_clap_weights_named_by_an_mlflow_runs_uri_load_like_the_directory(clap, tmp_path, monkeypatch):
+    """A suite can name real CLAP weights logged to MLflow (`embedder_path: runs:/ID/clap`): the
+    artifacts are fetched through MLflow's client and load exactly like the directory they came from."""
+    import mlflow
+
+    from musicops.config import get_settings
+    from musicops.registry import configure_mlflow
+
+    monkeypatch.setenv("MUSICOPS_HOME", str(tmp_path / "home"))
+    configure_mlflow(get_settings())
+    source = tmp_path / "weights"
+    clap.model.save_pretrained(source)
+    clap.processor.save_pretrained(source)
+    with mlflow.start_run() as run:
+        mlflow.log_artifacts(str(source), "clap")
+    loaded = get_embedder("clap", f"runs:/{run.info.run_id}/clap")
+    assert loaded.name == f"clap:runs:/{run.info.run_id}/clap"
+    audio = _noise(3.0, seed=3)
+    assert np.array_equal(loaded.embed_windows(audio, SR)[0], clap.embed_windows(audio, SR)[0])
+    with pytest.raises(FileNotFoundError, match="elsewhere: cannot fetch CLAP weights through MLflow"):
+        get_embedder("clap", f"runs:/{run.info.run_id}/elsewhere")

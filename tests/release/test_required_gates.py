@@ -53,3 +53,26 @@ def test_summary_puts_skipped_gates_first() -> None:
     assert lines[0] == "### musicops release gates: **fail**"
     assert "Required but skipped: mos" in lines[2] and "Skipped (not required): copyright" in lines[4]
     assert "| mos | ❌ required but skipped |" in text and "Required gates: regression, mos" in text
+
+
+def test_reports_lead_with_a_warning_when_clap_weights_are_random(tmp_path) -> None:
+    import json
+
+    from musicops.evaluation.regression import DEFAULT_SUITE, load_suite
+
+    info = load_suite(DEFAULT_SUITE).info()  # the shipped suite uses the random-init clap-tiny preset
+    assert info["embedder"] == "clap-tiny" and info["embedder_random_weights"] is True
+    report = _report(DEFAULT_REQUIRED)
+    report.gates[0].figures["suite"] = info
+    assert markdown_summary(report).splitlines()[0].startswith("> ⚠️ **WARNING: CLAP scores here come from 'clap-tiny'")
+    assert next(iter(report.to_dict())) == "warning"
+    from musicops.release.gates import release_html
+
+    assert release_html(report).split("<h1>")[0].count("random weights") == 1
+    real = json.loads((DEFAULT_SUITE).read_text())
+    real.update(embedder="clap", embedder_path="models:/clap-real/1")
+    (tmp_path / "suite.json").write_text(json.dumps(real))
+    suite = load_suite(tmp_path / "suite.json")
+    assert suite.embedder_path == "models:/clap-real/1"  # a URI is kept, not resolved against the folder
+    report.gates[0].figures["suite"] = suite.info()
+    assert report.warning is None and "WARNING" not in markdown_summary(report)
