@@ -66,7 +66,7 @@ test: install chromium postgres audiocraft-env fluidsynth kubectl
 	$(BIN)/ruff check .
 	MYPY=$(CURDIR)/$(BIN)/mypy scripts/typecheck
 	MUSICOPS_AUDIOCRAFT_PYTHON=$(CURDIR)/$(AC_VENV)/bin/python MUSICOPS_REQUIRE_AUDIOCRAFT=1 \
-		MUSICOPS_REQUIRE_POSTGRES=1 $(BIN)/pytest
+		MUSICOPS_REQUIRE_POSTGRES=1 MUSICOPS_REQUIRE_KUBECTL=1 $(BIN)/pytest
 
 # The fast tier: every test not marked slow (no servers, kfp pipelines, PostgreSQL, Chromium,
 # audiocraft venv or FluidSynth renders), so it needs nothing beyond the install.

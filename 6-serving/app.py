@@ -1,7 +1,7 @@
 """The FastAPI application: `create_app(config)` builds it, `run_server(config)` serves it.
 
 One process holds one model: the model thread batches requests (see `engine`), so scale out with
-replicas (KServe, see deploy/kserve.yaml), not uvicorn workers.
+replicas (docs/deploy.md: deploy/kustomize), not uvicorn workers.
 """
 
 from __future__ import annotations
@@ -108,7 +108,7 @@ def build_service(config: ServeConfig, settings: Settings | None = None,
                   initial: ResolvedModel | None = None) -> Service:
     settings = (settings or get_settings(config.home)).ensure()
     serve_dir = settings.home / "serve"
-    metrics = ServerMetrics()
+    metrics = ServerMetrics(settings.price_per_accelerator_hour)
     manager = ModelManager(config.model, settings, config.poll_interval_s, metrics, initial, config.precision)
     engine = Engine(manager, settings, config.max_batch_size, config.max_wait_ms, metrics, config.formats,
                     config.finish_processes, config.max_duration_s, config.precision)

@@ -14,12 +14,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.metrics_core import CounterMetricFamily, Metric
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+# Up to 30 min: one real-size clip on a CPU takes minutes, and a histogram that stops at 120 s puts
+# every such call in +Inf, so p95/p99 would read 120 s whatever happened.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0,
-                   2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+                   2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0)
 ERROR_CAUSES = ("validation", "unauthenticated", "signature", "rate_limited", "quota_exceeded", "not_found",
                 "not_ready", "not_delivered", "generation", "internal", "webhook", "model_load")
 
@@ -37,10 +39,61 @@ class ReplicaSeconds(Collector):
                                   value=time.monotonic() - self.started)
 
 
+class CostPerMinute(Collector):
+    """`musicops_cost_per_generated_minute`: this replica's price (MUSICOPS_PRICE_PER_HOUR) times its
+    up-time, per minute of audio it generated since start, read at each scrape (0 before any audio);
+    `..._busy` prices only decode time. The fleet-wide figure is the recording rule in deploy/."""
+
+    def __init__(self, price_per_hour: float, replica: ReplicaSeconds, audio: Counter, busy: Histogram) -> None:
+        self.price_per_hour, self.replica, self.audio, self.busy = price_per_hour, replica, audio, busy
+
+    def collect(self) -> Iterator[Metric]:
+        minutes = _sum_samples(self.audio, "_total") / 60.0
+        busy_s = _sum_samples(self.busy, "_sum")
+        up_s = time.monotonic() - self.replica.started
+        for name, seconds, what in (("musicops_cost_per_generated_minute", up_s, "up-time (busy or idle)"),
+                                    ("musicops_cost_per_generated_minute_busy", busy_s, "decode time only")):
+            value = self.price_per_hour * seconds / 3600.0 / minutes if minutes else 0.0
+            yield GaugeMetricFamily(name, f"Price of this replica's {what} per generated minute of audio since start.",
+                                    value=value)
+        yield GaugeMetricFamily("musicops_price_per_hour", "The replica-hour price the cost series use "
+                                "(MUSICOPS_PRICE_PER_HOUR).", value=self.price_per_hour)
+
+
+def _sum_samples(metric: Counter | Histogram, suffix: str) -> float:
+    """A counter's total or a histogram's sum over every label set, through the public collect()."""
+    return sum(sample.value for family in metric.collect() for sample in family.samples
+               if sample.name.endswith(suffix))
+
+
+class AcceleratorMemory(Collector):
+    """`musicops_gpu_memory_allocated_bytes` / `..._reserved_bytes` per CUDA device, when torch runs on one
+    (nothing on a CPU-only replica; torch is not imported for it)."""
+
+    def collect(self) -> Iterator[Metric]:
+        import sys
+
+        torch = sys.modules.get("torch")
+        if torch is None or not torch.cuda.is_available():
+            return
+        allocated = GaugeMetricFamily("musicops_gpu_memory_allocated_bytes", "CUDA memory held by tensors.",
+                                      labels=("device",))
+        reserved = GaugeMetricFamily("musicops_gpu_memory_reserved_bytes", "CUDA memory reserved by torch's "
+                                     "caching allocator.", labels=("device",))
+        for index in range(torch.cuda.device_count()):
+            allocated.add_metric((str(index),), float(torch.cuda.memory_allocated(index)))
+            reserved.add_metric((str(index),), float(torch.cuda.memory_reserved(index)))
+        yield allocated
+        yield reserved
+
+
 class ServerMetrics:
-    def __init__(self) -> None:
+    def __init__(self, price_per_hour: float = 0.0) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
+        # process_cpu_seconds_total, process_resident_memory_bytes, open fds, ... (Linux /proc)
+        ProcessCollector(registry=r)
+        r.register(AcceleratorMemory())
         self.request_latency = Histogram(
             "musicops_http_request_duration_seconds", "HTTP request latency by route template and status.",
             ("method", "route", "status"), buckets=LATENCY_BUCKETS, registry=r)
@@ -85,7 +138,9 @@ class ServerMetrics:
         self.model_info = Gauge("musicops_model_info", "The model in service (value 1).",
                                 ("name", "version", "uri"), registry=r)
         self.model_swaps = Counter("musicops_model_swaps_total", "Model hot swaps.", registry=r)
-        r.register(ReplicaSeconds())
+        replica = ReplicaSeconds()
+        r.register(replica)
+        r.register(CostPerMinute(price_per_hour, replica, self.generated_audio_seconds, self.generation_seconds))
         for cause in ERROR_CAUSES:
             self.errors.labels(cause)
         for result in ("hit", "miss"):

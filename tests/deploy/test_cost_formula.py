@@ -58,3 +58,36 @@ def test_replica_seconds_counts_the_time_since_start(monkeypatch: pytest.MonkeyP
     clock[0] += 90.5
     assert value() == 90.5
     assert "# TYPE musicops_replica_seconds_total counter" in generate_latest(registry).decode()
+
+
+def test_metrics_carry_long_buckets_process_series_and_cost_per_generated_minute(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Real-size clips take minutes: latency buckets reach 30 min; /metrics itself has process CPU and
+    memory and this replica's cost per generated minute (price x up-time or decode time / audio minutes)."""
+    from prometheus_client import generate_latest
+
+    from musicops.serving import metrics as module
+
+    clock = [500.0]
+    monkeypatch.setattr(module.time, "monotonic", lambda: clock[0])
+    server = module.ServerMetrics(price_per_hour=3.6)
+
+    def scrape() -> dict[str, float]:
+        lines = [ln for ln in generate_latest(server.registry).decode().splitlines() if not ln.startswith("#")]
+        return {ln.rsplit(" ", 1)[0]: float(ln.rsplit(" ", 1)[1]) for ln in lines}
+
+    before = scrape()
+    assert before["musicops_cost_per_generated_minute"] == 0.0  # no audio yet: no rate, not infinity
+    assert before["process_cpu_seconds_total"] >= 0 and before["process_resident_memory_bytes"] > 0
+    assert 'musicops_http_request_duration_seconds_bucket{le="1800.0",method="POST",route="/x",status="200"}' \
+        not in before  # no request yet
+    server.request_latency.labels("POST", "/x", "200").observe(400.0)
+    server.generation_seconds.labels("1").observe(30.0)
+    server.generated_audio_seconds.inc(120.0)  # two minutes of audio
+    clock[0] += 3600.0  # one hour up
+    after = scrape()
+    assert after['musicops_http_request_duration_seconds_bucket{le="300.0",method="POST",route="/x",status="200"}'] == 0
+    assert after['musicops_http_request_duration_seconds_bucket{le="600.0",method="POST",route="/x",status="200"}'] == 1
+    assert after["musicops_cost_per_generated_minute"] == pytest.approx(3.6 / 2)
+    assert after["musicops_cost_per_generated_minute_busy"] == pytest.approx(3.6 * 30 / 3600 / 2)
+    assert after["musicops_price_per_hour"] == 3.6
