@@ -41,7 +41,9 @@ class DemoResult:
 
 
 def run_demo(settings: Settings, say: Callable[[str], None], clips: int = 12, steps: int = 20,
-             seed: int = 0) -> DemoResult:
+             seed: int = 0, detail: Callable[[str], None] | None = None) -> DemoResult:
+    """Run the loop; `say` gets one line per stage, `detail` one line per pipeline step (kfp's own
+    logs go to the run folder's executor.log)."""
     from musicops.datasets.manifest import latest_version
     from musicops.datasets.synth import synthesize
     from musicops.evaluation.catalog.store import add_works, list_versions
@@ -75,7 +77,7 @@ def run_demo(settings: Settings, say: Callable[[str], None], clips: int = 12, st
     candidate = run_local("fine-tune", {
         "source_dir": str(data_dir), "dataset_name": "demo-synth", "base_model": f"models:/{name}@champion",
         "registered_name": name, "steps": steps, "seed": seed, "mlflow_tracking_uri": settings.mlflow_tracking_uri,
-    }, settings)
+    }, settings, on_step=(lambda step: detail(step.line())) if detail else None)
     result.candidate = f"models:/{name}/{candidate}"
     result.manifest = str(latest_version("demo-synth", settings).path)
     say(f"fine-tune pipeline (kfp.local) registered candidate {result.candidate}")
