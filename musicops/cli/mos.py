@@ -72,6 +72,11 @@ def create(
         fail(str(exc), 2)
     err_console.print(f"campaign [bold]{campaign_id}[/]: {len(assets)} assets ({n_test} test), "
                       f"{len(invites)} raters; links below are shown only once")
+    needed = raters_for_quorum(n_test, quorum, clips_per_rater or None)
+    if raters and raters < needed:
+        err_console.print(f"[bold yellow]warning:[/] {raters} rater(s) cannot reach the quorum of {quorum} ratings per "
+                          f"clip ({needed} needed with {clips_per_rater or 'all'} clip(s) each, even if every one "
+                          f"finishes); invite more with `musicops mos invite {campaign_id} --raters {needed - raters}`")
     typer.echo(campaign_id)
     _print_invites(invites)
 

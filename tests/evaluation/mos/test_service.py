@@ -646,6 +646,10 @@ def test_cli_create_results_export_plot(tmp_path: Path) -> None:
     cid, links = lines[0], lines[1:]
     link = re.compile(r"r_\w+\thttps://mos\.example\.org/r/[\w-]{40,}")
     assert len(links) == 2 and all(link.fullmatch(x) for x in links)
+    assert "cannot reach the quorum" not in created.output
+    short = runner.invoke(app, ["create", "--batch", "b1", "--name", "short", "--raters", "2", "--quorum", "3"])
+    assert short.exit_code == 0 and "2 rater(s) cannot reach the quorum of 3" in short.output
+    assert "--raters 1" in short.output
     token = links[0].rsplit("/", 1)[1]
     with MosService.from_settings(settings) as service:
         rater = service.rater_for_token(token)
