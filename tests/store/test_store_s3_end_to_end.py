@@ -97,7 +97,8 @@ def test_batch_killed_midway_then_rerun_stores_each_asset_once_in_the_bucket(
     first = _content_addressed(s3_server.objects(bucket), "assets")
     assert first, "the killed run stored objects in the bucket"
 
-    rerun = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    out = tmp_path / "delivered"  # the rerun also copies the passing clips out of the bucket
+    rerun = subprocess.run([*command, "--out", str(out)], env=env, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     db = ProvenanceDB.from_settings(settings)
     try:
@@ -112,6 +113,9 @@ def test_batch_killed_midway_then_rerun_stores_each_asset_once_in_the_bucket(
     assert set(objects) == expected, "each file of each asset once, nothing else"
     assert all(objects[k] == v for k, v in first.items()), "objects of the killed run unchanged"
     assert not settings.assets_dir.exists(), "nothing written to the local asset folder"
+    delivered = {hashlib.sha256(p.read_bytes()).hexdigest() for p in out.iterdir()}
+    assert delivered and delivered <= {r.files["wav"]["sha256"] for r in records if r.passed}
+    assert len(delivered) == len(list(out.iterdir())) == sum(r.passed for r in records)
 
 
 def test_registry_on_s3_then_serve_delivers_by_presigned_url(s3_server: S3Server, tmp_path: Path,
