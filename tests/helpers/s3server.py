@@ -30,9 +30,12 @@ class S3Server:
         assert self.process is not None, "start() first"
         return self.process.url
 
-    def start(self) -> S3Server:
+    def start(self, free_actions: int | None = None) -> S3Server:
+        """Start the server; with `free_actions`, moto checks credentials after that many requests
+        (INITIAL_NO_AUTH_ACTION_COUNT): the dummy keys are then refused like wrong ones."""
         exe = Path(sys.executable).with_name("moto_server")
-        self.process = ServerProcess([str(exe), "-H", "127.0.0.1", "-p", PORT], self.root,
+        env = {} if free_actions is None else {"INITIAL_NO_AUTH_ACTION_COUNT": str(free_actions)}
+        self.process = ServerProcess([str(exe), "-H", "127.0.0.1", "-p", PORT], self.root, env=env,
                                      ready_path="/moto-api/", name="moto", grace=10.0).start(timeout=60)
         return self
 

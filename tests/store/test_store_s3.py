@@ -115,6 +115,21 @@ def test_problems_are_one_line_naming_the_cause(s3_server: S3Server, tmp_path: P
     assert s3_server.objects(bucket) == {}, "the readiness probe object is removed"
 
 
+def test_refused_credentials_are_one_line_without_the_secret(tmp_path: Path) -> None:
+    server = S3Server(tmp_path / "auth").start(free_actions=1)  # the bucket is made, then keys are checked
+    try:
+        bucket = server.new_bucket()
+        values = {**server.settings_values(f"s3://{bucket}/x"), "s3_secret_access_key": "wrong-secret-value"}
+        problem = asset_store_problem(Settings.from_values(home=tmp_path, **values))
+        assert problem is not None and "credentials were refused" in problem and "\n" not in problem
+        assert "wrong-secret-value" not in problem and bucket in problem
+        with pytest.raises(S3StoreError, match="credentials were refused") as raised:
+            open_asset_store(Settings.from_values(home=tmp_path, **values)).put(b"x", "wav")
+        assert "wrong-secret-value" not in str(raised.value)
+    finally:
+        server.stop()
+
+
 def test_serve_refuses_to_start_on_a_missing_bucket_in_one_line(s3_server: S3Server, tmp_path: Path) -> None:
     import os
 
