@@ -2,6 +2,10 @@
 
 Each is a few lines: unpack artifacts, call one library function, record outputs. Imports live in
 the function bodies because kfp ships each body to its own process (or container on a cluster).
+
+The validated `manifest` artifact is a directory: `manifest.parquet` whose `path` column is relative
+to the artifact (`audio/00000-name.wav`) and the audio itself under `audio/`, so the training step
+reads only what kfp downloaded for it, never the host folder ingest scanned.
 """
 
 # No `from __future__ import annotations` here: kfp reads the real annotation objects.
@@ -27,12 +31,27 @@ def ingest_dataset(source_dir: str, musicops_home: str, candidate: Output[Datase
 @dsl.component(base_image=COMPONENT_IMAGE, install_kfp_package=False)
 def validate_dataset(candidate: Input[Dataset], name: str, source_dir: str, musicops_home: str,
                      manifest: Output[Dataset], report: Output[HTML]):
-    """Great Expectations validation; on success the manifest is published as a new version."""
+    """Great Expectations validation; on success the manifest is published as a new version and handed
+    on with its audio inside the artifact (paths relative to it)."""
+    import os
+    import shutil
+
+    import pandas as pd
+
     from musicops.components.runtime import component_settings
     from musicops.datasets.ingest import validate_and_publish
 
     settings = component_settings(musicops_home)
-    version = validate_and_publish(candidate.path, name, source_dir, settings, manifest.path, report.path)
+    os.makedirs(os.path.join(manifest.path, "audio"), exist_ok=True)
+    table = os.path.join(manifest.path, "manifest.parquet")
+    version = validate_and_publish(candidate.path, name, source_dir, settings, table, report.path)
+    frame = pd.read_parquet(table, engine="pyarrow")
+    relative = []
+    for number, source in enumerate(frame["path"]):
+        relative.append(f"audio/{number:05d}-{os.path.basename(str(source))}")
+        shutil.copyfile(str(source), os.path.join(manifest.path, relative[-1]))
+    frame["path"] = relative
+    frame.to_parquet(table, engine="pyarrow", index=False)
     manifest.metadata.update({"name": version.name, "version": version.version,
                               "dataset_hash": version.dataset_hash, "ref": f"{version.name}@v{version.version}"})
 
@@ -45,7 +64,11 @@ def fine_tune_model(manifest: Input[Dataset], base_model: str, steps: int, batch
                     metrics: Output[Metrics]) -> NamedTuple("Outputs", run_id=str, model_uri=str):  # type: ignore[valid-type]
     """Train on the validated manifest; log params, loss curve and the model to MLflow (and W&B)."""
     import json
+    import os
+    import tempfile
     from collections import namedtuple
+
+    import pandas as pd
 
     from musicops.components.runtime import component_settings
     from musicops.training.finetune import FineTuneConfig
@@ -55,7 +78,12 @@ def fine_tune_model(manifest: Input[Dataset], base_model: str, steps: int, batch
     config = FineTuneConfig(steps=steps, batch_size=batch_size, learning_rate=learning_rate,
                             segment_s=segment_s, seed=seed)
     identity = {"hash": manifest.metadata["dataset_hash"], "ref": manifest.metadata["ref"]}
-    outcome = fine_tune(manifest.path, base_model, config, settings, dataset=identity)
+    frame = pd.read_parquet(os.path.join(manifest.path, "manifest.parquet"), engine="pyarrow")
+    frame["path"] = [os.path.join(manifest.path, str(path)) for path in frame["path"]]  # where kfp put the audio
+    with tempfile.TemporaryDirectory() as tmp:
+        local = os.path.join(tmp, "manifest.parquet")
+        frame.to_parquet(local, engine="pyarrow", index=False)
+        outcome = fine_tune(local, base_model, config, settings, dataset=identity)
     with open(model.path, "w") as handle:
         json.dump({"run_id": outcome.run_id, "model_uri": outcome.model_uri, "tags": outcome.tags}, handle)
     model.metadata.update({"run_id": outcome.run_id, "model_uri": outcome.model_uri})

@@ -36,6 +36,12 @@ def test_cli_run_registers_a_version_and_prints_one_line_per_step(synth_dir) -> 
     log = Path(next(line for line in lines if line.startswith("log: "))[5:])
     assert log.is_file() and log.parent.is_relative_to(settings.kfp_root)
     assert "Executing task" in log.read_text() and (log.parent / "pipeline.yaml").is_file()
+    # the manifest handed to training carries its audio inside the artifact, by artifact-relative paths
+    import pandas as pd
+
+    (handed,) = log.parent.rglob("manifest/manifest.parquet")
+    paths = list(pd.read_parquet(handed)["path"])
+    assert len(paths) == 6 and all(p.startswith("audio/") and (handed.parent / p).is_file() for p in paths)
 
     manifest = latest_version("pipe-set", settings)
     assert (manifest.directory / "report.html").is_file()
