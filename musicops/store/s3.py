@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
+import time
 import uuid
 from pathlib import PurePosixPath
 from typing import Any
@@ -29,6 +30,7 @@ from musicops.store.assets import MEDIA_TYPES, AssetBackend, StoredFile, asset_n
 
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _PREFIX_PART = re.compile(r"^[A-Za-z0-9._=-]+$")
+PROBE_OK_S = 5.0
 _MISSING = {"404", "NoSuchKey", "NotFound"}
 _NO_BUCKET = {"NoSuchBucket"}
 _DENIED = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidToken", "ExpiredToken",
@@ -77,6 +79,7 @@ class S3AssetStore(AssetBackend):
         # A custom endpoint (MinIO, a test server on an IP) rarely resolves bucket subdomains.
         self._addressing = addressing_style if addressing_style != "auto" or not endpoint_url else "path"
         self._client: Any = None
+        self._probe_ok_until = 0.0
 
     @classmethod
     def from_settings(cls, url: str, settings: Any) -> S3AssetStore:
@@ -202,13 +205,18 @@ class S3AssetStore(AssetBackend):
         return str(self.client.generate_presigned_url("get_object", Params=params, ExpiresIn=int(ttl_s)))
 
     def write_problem(self) -> str | None:
-        """Why an object cannot be written now (None when it can): a probe object is put and deleted."""
+        """Why an object cannot be written now (None when it can): a probe object is put and deleted.
+        A success is trusted for PROBE_OK_S (readiness probes every few seconds would otherwise cost
+        two requests each); a failure is never cached."""
+        if time.monotonic() < self._probe_ok_until:
+            return None
         key = f"{self.prefix}/.probe-{uuid.uuid4().hex}" if self.prefix else f".probe-{uuid.uuid4().hex}"
         try:
             self._call("write a probe object", "put_object", Key=key, Body=b"probe")
             self._call("delete a probe object", "delete_object", Key=key)
         except (S3StoreError, FileNotFoundError) as exc:
             return str(exc)
+        self._probe_ok_until = time.monotonic() + PROBE_OK_S
         return None
 
     def sweep_partials(self, min_age_s: float = 60.0) -> int:

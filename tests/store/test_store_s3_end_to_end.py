@@ -168,12 +168,21 @@ def test_registry_on_s3_then_serve_delivers_by_presigned_url(s3_server: S3Server
         assert redirect.status_code == 307 and redirect.headers["location"].startswith(s3_server.endpoint)
         followed = httpx.get(redirect.headers["location"], timeout=30)
         assert hashlib.sha256(followed.content).hexdigest() == files["flac"]["sha256"]
+        keys = {f"team/assets/{f['sha256'][:2]}/{f['sha256'][2:4]}/{f['sha256']}.{fmt}" for fmt, f in files.items()}
+        assert keys <= set(s3_server.objects(bucket))
 
         for path in (f"/v1/audit/{asset['asset_id']}", f"/v1/assets/{asset['asset_id']}"):
             refused = other.get(path)
             assert refused.status_code == 404 and refused.json()["error"]["code"] == "not_found", path
         assert client.get("/readyz").status_code == 200
+        # The bucket goes away: readiness takes the replica out of traffic, naming the problem.
+        s3 = s3_server.client()
+        for key in s3_server.objects(bucket):
+            s3.delete_object(Bucket=bucket, Key=key)
+        s3.delete_bucket(Bucket=bucket)
+        deadline = time.monotonic() + 30
+        while (ready := client.get("/readyz")).status_code == 200 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert ready.status_code == 503 and "does not exist" in ready.json()["detail"], ready.text
 
-    keys = {f"team/assets/{f['sha256'][:2]}/{f['sha256'][2:4]}/{f['sha256']}.{fmt}" for fmt, f in files.items()}
-    assert keys <= set(s3_server.objects(bucket))
     assert not (home / "assets").exists(), "nothing written to the local asset folder"
