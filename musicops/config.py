@@ -72,6 +72,9 @@ class Settings(BaseSettings):
                                                                                "s3_secret_access_key"))
     s3_session_token: SecretStr | None = Field(None, validation_alias=_env("AWS_SESSION_TOKEN",
                                                                            "s3_session_token"))
+    # SHA-256 checksum on each PUT (verified by AWS S3, MinIO); off for servers that reject the
+    # flexible-checksum headers (GCS's interop API, older S3-compatibles). Reads are hash-checked anyway.
+    s3_checksum: bool = Field(True, validation_alias=_env("MUSICOPS_S3_CHECKSUM", "s3_checksum"))
     # "path" (bucket in the URL path) suits MinIO, Ceph and test servers; "virtual" is AWS's default.
     s3_addressing_style: Literal["auto", "path", "virtual"] = Field(
         "auto", validation_alias=_env("MUSICOPS_S3_ADDRESSING_STYLE", "s3_addressing_style"))

@@ -70,7 +70,7 @@ class S3AssetStore(AssetBackend):
     def __init__(self, bucket: str, prefix: str = "", *, endpoint_url: str | None = None,
                  region: str | None = None, access_key_id: str | None = None,
                  secret_access_key: str | None = None, session_token: str | None = None,
-                 addressing_style: str = "auto") -> None:
+                 addressing_style: str = "auto", checksum: bool = True) -> None:
         self.bucket, self.prefix = bucket, prefix.strip("/")
         self.endpoint_url = endpoint_url
         self._credentials = {"aws_access_key_id": access_key_id, "aws_secret_access_key": secret_access_key,
@@ -78,6 +78,7 @@ class S3AssetStore(AssetBackend):
         self._region = region
         # A custom endpoint (MinIO, a test server on an IP) rarely resolves bucket subdomains.
         self._addressing = addressing_style if addressing_style != "auto" or not endpoint_url else "path"
+        self._checksum = checksum
         self._client: Any = None
         self._probe_ok_until = 0.0
 
@@ -92,7 +93,8 @@ class S3AssetStore(AssetBackend):
         return cls(bucket, prefix, endpoint_url=getattr(settings, "s3_endpoint_url", None),
                    region=getattr(settings, "s3_region", None), access_key_id=secret("s3_access_key_id"),
                    secret_access_key=secret("s3_secret_access_key"), session_token=secret("s3_session_token"),
-                   addressing_style=getattr(settings, "s3_addressing_style", "auto"))
+                   addressing_style=getattr(settings, "s3_addressing_style", "auto"),
+                   checksum=getattr(settings, "s3_checksum", True))
 
     def __repr__(self) -> str:  # never the credentials
         return f"S3AssetStore({self.url!r}, endpoint={self.endpoint_url!r})"
@@ -114,8 +116,11 @@ class S3AssetStore(AssetBackend):
 
             session = boto3.session.Session(region_name=self._region or None,
                                             **{k: v for k, v in self._credentials.items() if v})
+            # Without checksums botocore's own default CRC32 headers go too (only sent when required).
+            when = {} if self._checksum else {"request_checksum_calculation": "when_required",
+                                              "response_checksum_validation": "when_required"}
             config = Config(s3={"addressing_style": self._addressing}, connect_timeout=5, read_timeout=60,
-                            retries={"max_attempts": 3, "mode": "standard"}, signature_version="s3v4")
+                            retries={"max_attempts": 3, "mode": "standard"}, signature_version="s3v4", **when)
             self._client = session.client("s3", endpoint_url=self.endpoint_url or None, config=config)
         return self._client
 
@@ -181,8 +186,8 @@ class S3AssetStore(AssetBackend):
         stored = StoredFile(sha, PurePosixPath(key), len(data), fmt)
         if self._size(key) == len(data):
             return stored
-        self._call("store an asset", "put_object", Key=key, Body=data, ContentType=MEDIA_TYPES[fmt],
-                   ChecksumSHA256=base64.b64encode(digest.digest()).decode("ascii"))
+        checksum = {"ChecksumSHA256": base64.b64encode(digest.digest()).decode("ascii")} if self._checksum else {}
+        self._call("store an asset", "put_object", Key=key, Body=data, ContentType=MEDIA_TYPES[fmt], **checksum)
         return stored
 
     def exists(self, sha256: str, fmt: str) -> bool:

@@ -49,6 +49,23 @@ def test_put_read_keys_and_idempotent_reput(s3_server: S3Server, tmp_path: Path)
     assert not (tmp_path / "home" / "assets").exists(), "nothing in the local asset folder"
 
 
+def test_puts_without_checksum_headers_for_servers_that_reject_them(s3_server: S3Server, tmp_path: Path) -> None:
+    bucket = s3_server.new_bucket()
+    values = {**s3_server.settings_values(f"s3://{bucket}/p"), "s3_checksum": False}
+    store = open_asset_store(Settings.from_values(home=tmp_path, **values))
+    sent: list[dict[str, str]] = []
+    store.client.meta.events.register("before-send.s3.PutObject",
+                                      lambda request, **_: sent.append(dict(request.headers)))
+    stored = store.put(b"no checksum headers", "wav")
+    assert store.read(stored.sha256, "wav") == b"no checksum headers"
+    assert sent and not [h for h in sent[0] if h.lower().startswith("x-amz-checksum")], sent[0]
+    checked = open_asset_store(Settings.from_values(home=tmp_path, **{**values, "s3_checksum": True}))
+    checked.client.meta.events.register("before-send.s3.PutObject",
+                                        lambda request, **_: sent.append(dict(request.headers)))
+    checked.put(b"with a checksum", "wav")
+    assert "x-amz-checksum-sha256" in {h.lower() for h in sent[-1]}
+
+
 def test_missing_corrupt_and_damaged_objects(s3_server: S3Server, tmp_path: Path) -> None:
     store, bucket = _store(s3_server, tmp_path, prefix="")
     data = b"0123456789"
