@@ -222,16 +222,27 @@ def _observed(log_path: Path, record: Callable[[StepRecord], None]) -> Iterator[
 
 
 def _key_outputs(outputs: dict[str, Any], width: int = 48) -> dict[str, str]:
-    """Parameters as values, artifacts as their short scalar metadata; long values are cut."""
+    """Parameters first, then metrics, then other artifacts' short scalar metadata; a value already
+    shown is not repeated and long values are cut."""
     shown: dict[str, str] = {}
+    seen: set[str] = set()
+
+    def add(key: str, value: Any) -> None:
+        text = _short(value, width)
+        if text not in seen:
+            shown[key] = text
+            seen.add(text)
+
+    artifacts = []
     for name, value in (outputs or {}).items():
-        metadata = getattr(value, "metadata", None)
-        if isinstance(metadata, dict):
-            for key, item in metadata.items():
-                if isinstance(item, str | int | float | bool) and not key.startswith("display_name"):
-                    shown[f"{name}.{key}"] = _short(item, width)
+        if isinstance(getattr(value, "metadata", None), dict):
+            artifacts.append((getattr(value, "schema_title", "") != "system.Metrics", name, value))
         else:
-            shown[name] = _short(value, width)
+            add(name, value)
+    for _, name, artifact in sorted(artifacts, key=lambda item: item[0]):
+        for key, item in artifact.metadata.items():
+            if isinstance(item, str | int | float | bool) and not key.startswith("display_name"):
+                add(f"{name}.{key}", item)
     return shown
 
 
