@@ -27,7 +27,7 @@ class FineTuneConfig:
     steps: int = 20
     batch_size: int = 4
     grad_accum: int = 1
-    learning_rate: float = 1e-3
+    learning_rate: float | None = None  # None: by the decoder's size (training.planning.default_learning_rate)
     weight_decay: float = 0.01
     max_grad_norm: float = 1.0
     warmup_steps: int = 0
@@ -39,8 +39,16 @@ class FineTuneConfig:
     lora: bool = False
     lora_rank: int = 8
     lora_alpha: int = 16
+    gradient_checkpointing: bool = False  # recompute decoder activations in backward: less memory, ~30 % slower
+    optimizer: str = "adamw"  # adamw, adamw-fused (one kernel per step) or adamw-8bit (bitsandbytes)
 
     def __post_init__(self) -> None:
+        from musicops.training.planning import OPTIMIZERS
+
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {self.optimizer!r}; choose from {', '.join(OPTIMIZERS)}")
+        if self.learning_rate is not None and not (0 < self.learning_rate < 1):
+            raise ValueError(f"learning rate must be in (0, 1), got {self.learning_rate}")
         if self.steps < 1 or self.batch_size < 1 or self.grad_accum < 1:
             raise ValueError("steps, batch_size and grad_accum must be >= 1")
         if not 0 <= self.cond_dropout < 1:
@@ -84,8 +92,11 @@ def train(model: Any, data: EncodedDataset, config: FineTuneConfig, checkpoint_d
     _freeze_all_but_decoder(hf)
     if config.lora:
         hf = _attach_lora(model, config)
+    if config.gradient_checkpointing:
+        # use_reentrant=False: the frozen text encoder's outputs carry no grad, which reentrant checkpoints need
+        hf.decoder.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     trainable = [p for p in hf.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
+    optimizer = _optimizer(trainable, config)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: min(1.0, (step + 1) / max(1, config.warmup_steps)) if config.warmup_steps else 1.0
     )
@@ -137,6 +148,22 @@ def train(model: Any, data: EncodedDataset, config: FineTuneConfig, checkpoint_d
         model.model = hf.merge_and_unload()
     result.steps_done = config.steps
     return result
+
+
+def _optimizer(trainable: list[Any], config: FineTuneConfig) -> Any:
+    import torch
+
+    if config.learning_rate is None:
+        raise ValueError("learning_rate is unset: fine_tune() picks one by model size (training.planning)")
+    if config.optimizer == "adamw-8bit":
+        try:
+            import bitsandbytes  # type: ignore[import-not-found]
+        except ImportError:
+            raise ValueError("optimizer 'adamw-8bit' needs bitsandbytes (pip install bitsandbytes; CUDA only); "
+                             "use adamw or adamw-fused") from None
+        return bitsandbytes.optim.AdamW8bit(trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
+    return torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=config.weight_decay,
+                             fused=config.optimizer == "adamw-fused" or None)
 
 
 def _micro_step(hf: Any, tokens: Any, data: EncodedDataset, index: Any, config: FineTuneConfig,

@@ -42,8 +42,14 @@ class FineTuneOutcome:
 def fine_tune(manifest: str | Path, base_model: str = "musicgen-tiny", config: FineTuneConfig | None = None,
               settings: Settings | None = None, run_name: str | None = None,
               on_step: Callable[[int, dict[str, float]], None] | None = None,
-              base_licence: str | None = None, dataset: dict[str, str] | None = None) -> FineTuneOutcome:
-    """Fine-tune `base_model` on a validated manifest and log the result as an MLflow model."""
+              base_licence: str | None = None, dataset: dict[str, str] | None = None,
+              keep_run_dir: bool = False,
+              on_plan: Callable[[dict[str, Any]], None] | None = None) -> FineTuneOutcome:
+    """Fine-tune `base_model` on a validated manifest and log the result as an MLflow model.
+
+    Before training, `on_plan` (default: log lines) gets the learning rate in force, the memory
+    estimate and any warnings (see `plan_training`). The weights are stored once: when MLflow's artifacts live on this disk the run folder's copy is
+    removed after logging (`keep_run_dir` keeps it) and `model_dir` points at the logged one."""
     import torch
 
     from musicops.datasets.manifest import load_manifest
@@ -61,6 +67,8 @@ def fine_tune(manifest: str | Path, base_model: str = "musicgen-tiny", config: F
     torch.manual_seed(config.seed)
     model = load_model(resolved, settings, device="cuda" if torch.cuda.is_available() else None)
     data = encode_manifest(model, frame, config.segment_s)
+    config, plan = plan_training(model, config, data)
+    (on_plan or _log_plan)(plan)
     key = hashlib.sha256(json.dumps([dataset["hash"], resolved.pinned_uri,
                                      config.fingerprint(data_fingerprint(data))]).encode()).hexdigest()[:16]
     checkpoint_dir = settings.runs_dir / f"fine-tune-{key}" / "checkpoints"
@@ -92,8 +100,63 @@ def fine_tune(manifest: str | Path, base_model: str = "musicgen-tiny", config: F
         model_uri = log_musicgen_model(model_dir, tags)
         run_id = tracker.run_id or ""
     shutil.rmtree(checkpoint_dir, ignore_errors=True)  # finished: a rerun starts a fresh run
+    logged = local_logged_dir(model_uri)
+    if logged is not None and not keep_run_dir:
+        # MLflow holds the weights on this disk now: the run folder's copy would be a second one
+        shutil.rmtree(model_dir, ignore_errors=True)
+        model_dir = logged
     return FineTuneOutcome(run_id=run_id, model_uri=model_uri, model_dir=model_dir, losses=result.losses,
                            tags=tags, resumed_from=result.resumed_from, seconds=seconds, loss_plot=plot)
+
+
+def plan_training(model: Any, config: FineTuneConfig, data: Any) -> tuple[FineTuneConfig, dict[str, Any]]:
+    """The config with its learning rate decided by the decoder's size (when unset), and what to tell
+    the user before training: the rate, a memory estimate, warnings (degenerate codes)."""
+    from dataclasses import replace
+
+    from musicops.training.planning import (
+        decoder_parameters,
+        default_learning_rate,
+        degenerate_codes,
+        estimate_memory,
+    )
+
+    hf = model.model
+    n_decoder = decoder_parameters(hf)
+    chosen = config.learning_rate is None
+    if chosen:
+        config = replace(config, learning_rate=default_learning_rate(n_decoder, config.lora))
+    frames = int(data.codes.shape[-1]) + int(data.codes.shape[1])  # + the delay pattern's extra steps
+    memory = estimate_memory(hf, min(config.batch_size, len(data)), frames, config.lora, config.optimizer,
+                             config.gradient_checkpointing)
+    warnings = [w for w in (degenerate_codes(data.codes),) if w]
+    return config, {"learning_rate": config.learning_rate, "learning_rate_chosen": chosen,
+                    "decoder_parameters": n_decoder, "memory": memory, "warnings": warnings}
+
+
+def _log_plan(plan: dict[str, Any]) -> None:
+    import logging
+
+    log = logging.getLogger("musicops.training")
+    source = "by decoder size" if plan["learning_rate_chosen"] else "as given"
+    log.warning("fine-tune: %s decoder parameters, learning rate %g (%s); %s", f"{plan['decoder_parameters']:,}",
+                plan["learning_rate"], source, plan["memory"].describe())
+    for warning in plan["warnings"]:
+        log.warning("fine-tune warning: %s", warning)
+
+
+def local_logged_dir(model_uri: str) -> Path | None:
+    """The MusicGen directory inside a logged model when MLflow keeps it on this disk (None otherwise)."""
+    from urllib.parse import urlparse
+
+    import mlflow
+    from mlflow.store.artifact.models_artifact_repo import ModelsArtifactRepository
+
+    from musicops.registry import musicgen_dir
+
+    if urlparse(ModelsArtifactRepository.get_underlying_uri(model_uri)).scheme not in ("", "file"):
+        return None
+    return musicgen_dir(Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri)), model_uri)
 
 
 def log_musicgen_model(model_dir: Path, tags: dict[str, str]) -> str:

@@ -13,6 +13,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 from musicops.config import Settings, get_settings
 from musicops.errors import MusicopsError
@@ -147,26 +148,33 @@ def resolve_version(ref: ModelRef, client: Any | None = None) -> Any:
 
 
 def download_version(name: str, version: str, settings: Settings) -> Path:
-    """Fetch a version's MusicGen directory into the state cache (versions are immutable)."""
+    """A version's MusicGen directory: read in place when MLflow keeps its artifacts on this disk (one
+    stored copy per version), else fetched once into the state cache (versions are immutable)."""
     import mlflow
+    from mlflow.store.artifact.models_artifact_repo import ModelsArtifactRepository
 
+    uri = f"models:/{name}/{version}"
+    underlying = ModelsArtifactRepository.get_underlying_uri(uri)
+    if urlparse(underlying).scheme in ("", "file"):
+        # MLflow's local repository answers with the artifact folder itself when given no destination
+        return musicgen_dir(Path(mlflow.artifacts.download_artifacts(artifact_uri=uri)), uri)
     target = settings.model_cache / _safe(name) / str(version)
     if (target / "MLmodel").is_file():
-        return _musicgen_dir(target, f"models:/{name}/{version}")
+        return musicgen_dir(target, f"models:/{name}/{version}")
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{version}-"))
     try:
         mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}", dst_path=str(staging))
-        _musicgen_dir(staging, f"models:/{name}/{version}")
+        musicgen_dir(staging, f"models:/{name}/{version}")
         with contextlib.suppress(OSError):  # a concurrent download won: use it
             staging.rename(target)
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
-    return _musicgen_dir(target, f"models:/{name}/{version}")
+    return musicgen_dir(target, f"models:/{name}/{version}")
 
 
-def _musicgen_dir(model_root: Path, uri: str) -> Path:
+def musicgen_dir(model_root: Path, uri: str) -> Path:
     """The MusicGen weights directory inside a downloaded pyfunc model, as its MLmodel file says."""
     from mlflow.models import Model
 

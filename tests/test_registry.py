@@ -92,3 +92,26 @@ def test_unknown_models_fail_clearly(registered) -> None:
         resolve_model("/no/such/dir", settings)
     with pytest.raises(ValueError, match="not a model URI"):
         resolve_model("models:/a/b/c", settings)
+
+
+def test_each_versions_weights_exist_once_on_disk(registered, tmp_path) -> None:
+    """Import + fine-tune + registration + loading both versions: every weights file in the state
+    directory is stored once (no model-cache copy of a local MLflow store, no run-folder copy)."""
+    import hashlib
+
+    from musicops.models.musicgen import TransformersMusicGen
+    from musicops.training.run import import_model_dir
+
+    settings, _, outcome, number = registered
+    imported = import_model_dir(TransformersMusicGen.from_preset(seed=3).save(tmp_path / "weights"), "unit-model",
+                                settings)
+    for version in (number, imported):
+        load_model(f"models:/unit-model/{version}", settings)
+    assert outcome.model_dir.is_relative_to(settings.mlflow_artifacts)  # the logged copy, not the run folder
+    hashes: dict[str, list[str]] = {}
+    for path in settings.home.rglob("*.safetensors"):
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        hashes.setdefault(digest, []).append(str(path.relative_to(settings.home)))
+    assert len(hashes) >= 2, hashes  # the fine-tuned and the imported weights
+    assert all(len(paths) == 1 for paths in hashes.values()), hashes
+    assert not any(settings.model_cache.rglob("*.safetensors"))

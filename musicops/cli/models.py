@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from musicops.cli.common import console, fail
+from musicops.cli.common import console, err_console, fail
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -50,9 +50,17 @@ def fine_tune_cmd(
                                                   "such as facebook/musicgen-small)."),
     revision: str = typer.Option(None, "--revision", help=REVISION_HELP),
     name: str = typer.Option("", help="Registered model name (default: MUSICOPS_MODEL_NAME)."),
-    steps: int = typer.Option(20), batch_size: int = typer.Option(4), lr: float = typer.Option(1e-3),
+    steps: int = typer.Option(20), batch_size: int = typer.Option(4),
+    lr: float = typer.Option(None, help="AdamW learning rate (default: by decoder size: 1e-3 up to 20 M "
+                             "parameters, 1e-4 up to 200 M, 1e-5 above, e.g. MusicGen-small; 1e-4 with --lora)."),
     grad_accum: int = typer.Option(1), segment: float = typer.Option(2.0, help="Seconds of audio per example."),
     seed: int = typer.Option(0), checkpoint_every: int = typer.Option(10), lora: bool = typer.Option(False),
+    gradient_checkpointing: bool = typer.Option(False, "--gradient-checkpointing",
+                                                help="Recompute decoder activations in backward (less memory)."),
+    optimizer: str = typer.Option("adamw", help="adamw, adamw-fused (fewer memory passes) or adamw-8bit "
+                                  "(bitsandbytes, CUDA)."),
+    keep_run_dir: bool = typer.Option(False, "--keep-run-dir",
+                                      help="Keep the run folder's copy of the weights (MLflow keeps one)."),
 ) -> None:
     """Fine-tune a base model on a validated manifest, log it to MLflow and register a new version."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
@@ -64,13 +72,25 @@ def fine_tune_cmd(
 
     base = _with_revision(base, revision)
     settings = get_settings()
-    config = FineTuneConfig(steps=steps, batch_size=batch_size, learning_rate=lr, grad_accum=grad_accum,
-                            segment_s=segment, seed=seed, checkpoint_every=checkpoint_every, lora=lora)
+    try:
+        config = FineTuneConfig(steps=steps, batch_size=batch_size, learning_rate=lr, grad_accum=grad_accum,
+                                segment_s=segment, seed=seed, checkpoint_every=checkpoint_every, lora=lora,
+                                gradient_checkpointing=gradient_checkpointing, optimizer=optimizer)
+    except ValueError as exc:
+        fail(str(exc), 2)
+
+    def show_plan(plan: dict) -> None:
+        source = "by decoder size" if plan["learning_rate_chosen"] else "as given"
+        console.print(f"{plan['decoder_parameters']:,} decoder parameters; learning rate {plan['learning_rate']:g} "
+                      f"({source}); {plan['memory'].describe()}")
+        for warning in plan["warnings"]:
+            err_console.print(f"[bold yellow]warning:[/] {warning}")
+
     with Progress(TextColumn("fine-tune"), BarColumn(), TextColumn("{task.completed}/{task.total} loss {task.fields[loss]}"),
                   TimeRemainingColumn(), console=console) as progress:
         task = progress.add_task("train", total=steps, loss="-")
         try:
-            outcome = fine_tune(manifest, base, config, settings,
+            outcome = fine_tune(manifest, base, config, settings, keep_run_dir=keep_run_dir, on_plan=show_plan,
                                 on_step=lambda s, m: progress.update(task, completed=s, loss=f"{m['loss']:.3f}"))
         except (ValueError, FileNotFoundError, LookupError) as exc:
             fail(str(exc), 2)
