@@ -122,37 +122,34 @@ def import_cmd(
     target = name or settings.registered_model_name
     reference = _with_revision(directory, revision)
     extra: dict[str, str] = {}
+    staging: Path | None = None
     if is_hub_id(reference):  # the snapshot directory is what registers; the pinned id and commit are tagged
         resolved = resolve_model(reference, settings)
         extra = {f"{TAG_PREFIX}base_model": resolved.pinned_uri, **hub_version_tags(resolved.pinned_uri)}
-        reference = str(_materialised(Path(resolved.reference), settings.ensure().home / "imports"
-                                      / f"hub-{resolved.name.replace('/', '--')}-{resolved.version}"))
+        staging = _materialised(Path(resolved.reference), settings.ensure().home / "imports")
+        reference = str(staging)
     try:
         version = import_model_dir(reference, target, settings, licence or None, extra_tags=extra or None)
     except (ModelLoadError, ValueError) as exc:
         fail(str(exc), 2)
+    finally:
+        if staging is not None:  # MLflow holds the registered copy now: keep one copy per version
+            import shutil
+
+            shutil.rmtree(staging, ignore_errors=True)
     console.print(f"registered models:/{target}/{version}")
 
 
-def _materialised(snapshot: Path, target: Path) -> Path:
-    """A hub snapshot as plain files: its entries are symlinks into the cache's blobs, which MLflow
-    refuses to log (paths outside the artifact directory). Commits are immutable: copied once."""
+def _materialised(snapshot: Path, folder: Path) -> Path:
+    """A hub snapshot as plain files in a fresh folder: its entries are symlinks into the cache's
+    blobs, which MLflow refuses to log (paths outside the artifact directory). Removed once logged."""
     import shutil
     import tempfile
 
-    if (target / "config.json").is_file():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-"))
-    try:
-        shutil.copytree(snapshot, staging, symlinks=False, dirs_exist_ok=True)
-        staging.rename(target)
-    except OSError:
-        if not (target / "config.json").is_file():  # a concurrent import did not win either
-            raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return target
+    folder.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=folder, prefix="hub-"))
+    shutil.copytree(snapshot, staging, symlinks=False, dirs_exist_ok=True)
+    return staging
 
 
 @app.command("import-audiocraft")

@@ -318,3 +318,8 @@ def test_models_import_of_a_hub_id_tags_the_registered_version_with_its_commit(o
     tags = MlflowClient().get_model_version("from-hub", "1").tags
     assert tags["musicops.base_model"] == f"hub:{MUSICGEN}@{COMMIT_OTHER}"
     assert (tags["musicops.hub.repo_id"], tags["musicops.hub.commit"]) == (MUSICGEN, COMMIT_OTHER)
+    # the plain-file copy MLflow logged from is gone: the registered artifacts are the one copy
+    from musicops.config import get_settings
+
+    imports = get_settings().home / "imports"
+    assert not imports.exists() or not any(imports.iterdir())
