@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from musicops import code_version
+from musicops import progress as report
 from musicops.config import Settings, get_settings
 from musicops.generation.delivery import process_clip, store_clip, store_stems
 from musicops.generation.metrics import batch_metrics, price_per_hour
@@ -60,9 +61,12 @@ def run_batch(prompts_file: str | Path, model_ref: str, options: BatchOptions | 
         total = len(plan.items)
         if progress:
             progress("generate", len(outcomes), total)
+        report.update("assets", len(outcomes), total)
         generation_seconds = load_seconds = 0.0
         if pending:
             t_load = time.perf_counter()
+            report.stage(f"loading {plan.model.pinned_uri} ({len(pending)} clip(s) to generate, "
+                         f"{len(plan.cached)} from the cache)")
             model = load_model(plan.model, settings, precision=options.precision)
             load_seconds = time.perf_counter() - t_load
 
@@ -78,6 +82,7 @@ def run_batch(prompts_file: str | Path, model_ref: str, options: BatchOptions | 
                     outcomes[index] = ClipOutcome(plan.items[index], record, False, created, latency, identical)
                 if progress:
                     progress("generate", len(outcomes), total)
+                report.update("assets", len(outcomes), total)
 
             generate_items(model, pending, options, on_batch)
         wall = time.perf_counter() - started  # generation only: stems are counted apart (n_stems)

@@ -110,6 +110,8 @@ class Embedder(abc.ABC):
         owners: list[int] = []
         pending: list[np.ndarray] = []
         parts: list[np.ndarray] = []
+        from musicops import progress
+
         for index, clip in enumerate(clips):
             for frame in self.windows(clip, sample_rate)[0]:
                 pending.append(frame)
@@ -117,6 +119,7 @@ class Embedder(abc.ABC):
                 if len(pending) == batch_size:
                     parts.append(self._embed_batch(np.stack(pending)))
                     pending = []
+            progress.update("clips embedded", index + 1, len(clips))
         if pending:
             parts.append(self._embed_batch(np.stack(pending)))
         if not parts:

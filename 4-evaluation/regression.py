@@ -269,11 +269,13 @@ def floor_checks(records: list[Any], clap: np.ndarray | None, floors: dict[str, 
 def run_floors(candidate: str, suite_path: str | Path = DEFAULT_SUITE,
                settings: Settings | None = None) -> FloorResult:
     """Generate the suite with the candidate alone and apply the absolute floors (first release)."""
+    from musicops import progress
     from musicops.evaluation.embedders import CLAP_TINY, get_embedder
     from musicops.evaluation.metrics import clap_score
 
     settings = (settings or get_settings()).ensure()
     suite = load_suite(suite_path)
+    progress.stage(f"floors: suite {suite.name} v{suite.version}, {len(suite.prompts)} prompts with {candidate}")
     cand = _generate(suite, candidate, settings)
     records = [o.record for o in cand.outcomes]
     real_clap = suite.embedder != CLAP_TINY
@@ -301,6 +303,7 @@ def _generate(suite: Suite, model: str, settings: Settings) -> Any:
 def run_regression(candidate: str, baseline: str, suite_path: str | Path = DEFAULT_SUITE,
                    out_dir: str | Path | None = None, settings: Settings | None = None) -> RegressionResult:
     """Generate, embed and compare; write JSON, JUnit XML and HTML into `out_dir` when given."""
+    from musicops import progress
     from musicops.evaluation.embedders import CLAP_TINY, get_embedder
     from musicops.evaluation.metrics import (
         clap_score,
@@ -315,10 +318,14 @@ def run_regression(candidate: str, baseline: str, suite_path: str | Path = DEFAU
     settings = (settings or get_settings()).ensure()
     suite = load_suite(suite_path)
     options = BatchOptions(log_to_mlflow=False)
+    n = len(suite.prompts)
+    progress.stage(f"regression: suite {suite.name} v{suite.version}, {n} prompts with the candidate {candidate}")
     cand = _generate(suite, candidate, settings)
+    progress.stage(f"regression: {n} prompts with the baseline {baseline}")
     base = _generate(suite, baseline, settings)
     cand_audio, rate = _load_audio(cand, settings)
     base_audio, _ = _load_audio(base, settings)
+    progress.stage(f"regression: embedding {2 * n} clips with {suite.embedder}")
     embedder = get_embedder(suite.embedder, suite.embedder_path)
     reference_hash = reference_set_hash([o.record.sha256 for o in base.outcomes])
     provenance = embedder.provenance(loudness_normalisation=_loudness_note(options),
@@ -326,6 +333,7 @@ def run_regression(candidate: str, baseline: str, suite_path: str | Path = DEFAU
     emb_c = embedder.embed_audio(cand_audio, rate)
     emb_b = embedder.embed_audio(base_audio, rate)
     text = embedder.embed_text([p.prompt for p in suite.prompts])
+    progress.stage("regression: comparing (Fréchet distance, bootstrap CIs, floors)")
     clap_c, clap_b = clap_score(emb_c, text), clap_score(emb_b, text)
     drift = embedding_drift(emb_c, emb_b)
     fd = frechet_distance(emb_c, emb_b)

@@ -178,10 +178,16 @@ def run_release_gates(candidate: str, baseline: str | None = None, *, settings: 
     report = ReleaseReport(cand.pinned_uri, base.pinned_uri if base else None, [],
                            datetime.now(UTC).isoformat(timespec="seconds"), str(out) if out else None, model=cand,
                            required=needed)
+    from musicops import progress
+
+    progress.stage(f"gate 1/4 regression: {cand.pinned_uri} vs {base.pinned_uri if base else 'absolute floors only'}")
     regression = guard("regression", lambda: regression_gate(cand, base, suite, out, settings))
     report.gates.append(regression)
+    progress.stage(f"gate 2/4 copyright: {'catalog ' + catalog if catalog else 'no catalog'}")
     report.gates.append(guard("copyright", lambda: copyright_gate(regression, catalog, settings)))
+    progress.stage(f"gate 3/4 mos: {'campaign ' + mos_campaign if mos_campaign else 'no campaign'}")
     report.gates.append(guard("mos", lambda: mos_gate(cand, base, mos_campaign, settings)))
+    progress.stage("gate 4/4 licence")
     report.gates.append(guard("licence", lambda: licence_gate(cand, alias)))
     if record:
         record_release(report, settings)

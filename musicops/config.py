@@ -81,6 +81,9 @@ class Settings(BaseSettings):
     # Cost metric for batch generation: what one accelerator-hour costs, in your currency.
     price_per_accelerator_hour: float = Field(2.0, ge=0, validation_alias=_env("MUSICOPS_PRICE_PER_HOUR",
                                                                                "price_per_accelerator_hour"))
+    # Off a terminal (CI logs, kfp steps), progress counters print a line at most this often.
+    progress_interval_s: float = Field(5.0, ge=0, validation_alias=_env("MUSICOPS_PROGRESS_INTERVAL_S",
+                                                                        "progress_interval_s"))
     user: str | None = Field(None, validation_alias=_env("MUSICOPS_USER", "user"))
     torch_threads: int | None = Field(None, ge=1, validation_alias=_env("MUSICOPS_TORCH_THREADS", "torch_threads"))
     soundfont: Path | None = Field(None, validation_alias=_env("MUSICOPS_SOUNDFONT", "soundfont"))

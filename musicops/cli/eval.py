@@ -33,7 +33,11 @@ def regression(
         suite_path = suite or DEFAULT_SUITE
         if embedder:
             suite_path = _suite_with_embedder(suite_path, embedder, out)
-        result = run_regression(candidate, baseline, suite_path, out)
+        from musicops import progress
+        from musicops.config import get_settings
+
+        with progress.console_reporting(err_console, get_settings().progress_interval_s):
+            result = run_regression(candidate, baseline, suite_path, out)
     except (ModelNotFoundError, HubModelNotFoundError, SuiteError, PromptsFileError, ValueError,
             FileNotFoundError) as exc:
         err_console.print(f"[bold red]could not evaluate:[/] {exc}")

@@ -90,31 +90,15 @@ def generate_prompts(prompts: list[str], model: str, duration: float, seed: int,
 
 
 def _run_with_progress(run: object) -> object:
-    """Planning (prompts, model resolution, cache lookup) shows a spinner; the assets bar appears only
-    once generation starts, so a bad file or an unknown alias is never reported behind a progress bar."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    """Planning is a stage line; then the assets counter and each batch's decode steps (rich bars in a
+    terminal, a line every few seconds otherwise), so a bad file or an unknown alias is never reported
+    behind a progress bar and a long clip visibly advances."""
+    from musicops import progress
+    from musicops.config import get_settings
 
-    bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                   console=console, transient=False)
-    task = bar.add_task("assets", total=None)
-    status = console.status("planning: reading prompts, resolving the model, checking the cache ...")
-    status.start()
-    started = False
-
-    def progress(phase: str, done: int, total: int) -> None:
-        nonlocal started
-        if not started:
-            status.stop()
-            bar.start()
-            started = True
-        bar.update(task, completed=done, total=total)
-
-    try:
-        return run(progress)  # type: ignore[operator]
-    finally:
-        status.stop()
-        if started:
-            bar.stop()
+    with progress.console_reporting(err_console, get_settings().progress_interval_s):
+        progress.stage("planning: reading prompts, resolving the model, checking the cache")
+        return run(None)  # type: ignore[operator]
 
 
 def _report(result: object, out: Path | None) -> None:

@@ -57,8 +57,12 @@ def gate(
         ref = parse_model_uri(candidate)
         if not ref.version:
             _refuse("--candidate must name a version: models:/NAME/VERSION", as_json)
-        report = release(candidate, baseline, promote_to=promote_to, override_reason=override_reason,
-                         out_dir=out, suite=suite, catalog=catalog, mos_campaign=mos_campaign, required=require)
+        from musicops import progress
+        from musicops.config import get_settings
+
+        with progress.console_reporting(err_console, get_settings().progress_interval_s):
+            report = release(candidate, baseline, promote_to=promote_to, override_reason=override_reason,
+                             out_dir=out, suite=suite, catalog=catalog, mos_campaign=mos_campaign, required=require)
     except ReleaseRefused as exc:
         _refuse(str(exc), as_json)
     except (ModelNotFoundError, ValueError) as exc:

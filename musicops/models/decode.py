@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from musicops import progress
 from musicops.models.sampling import GenerationParams, SamplingParams, filtered_logits
 
 PRECISIONS = ("fp32", "bf16", "int8")
@@ -343,6 +344,7 @@ class DecodeEngine:
                     inputs = inputs.repeat(2)
                 scores = self._step(inputs, position, self_kv, cross_kv, cross_mask, positions)
                 tokens[:, position + 1] = self._choose(scores, groups, items * books, guided)
+                progress.update("decode steps", position + 1, steps)
             codes = []
             for item, length in enumerate(lengths):
                 part = slice(item * books, (item + 1) * books)
