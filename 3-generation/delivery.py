@@ -67,6 +67,17 @@ def process_clip(samples: np.ndarray, sample_rate: int, expected_duration_s: flo
                          loudness_after, true_peak_after, checks)
 
 
+def training_data(model: Any) -> dict[str, Any]:
+    """The data the model version was fine-tuned on, from its registry tags (dataset name, version,
+    content hash, base model); None where musicops did not train it (a preset, an imported checkpoint)."""
+    tags = getattr(model, "tags", None) or {}
+    ref = tags.get("musicops.dataset")
+    name, _, version = ref.partition("@") if ref else (None, "", "")
+    return {"dataset": name, "dataset_version": version.removeprefix("v") or None,
+            "dataset_hash": tags.get("musicops.dataset_hash"), "base_model": tags.get("musicops.base_model"),
+            "model": model.pinned_uri}
+
+
 def store_clip(plan: BatchPlan, index: int, clip: ProcessedClip, generation_seconds: float,
                store: Any, db: Any) -> tuple[Any, bool, bool]:
     """Encode every format with provenance tags, write files atomically, then one provenance row.
@@ -98,6 +109,7 @@ def store_clip(plan: BatchPlan, index: int, clip: ProcessedClip, generation_seco
         line_no=item.line_no, variation=item.variation, tags=list(item.tags),
         duration_s=clip.samples.shape[0] / clip.sample_rate, sample_rate=clip.sample_rate,
         generation_seconds=generation_seconds, tenant=plan.options.tenant,
+        lineage={"training_data": training_data(plan.model), **(json.loads(item.lineage) if item.lineage else {})},
     )
     stored, created = db.add_asset(record)
     return stored, created, stored.sha256 == record.sha256

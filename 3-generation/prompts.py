@@ -1,6 +1,8 @@
 """Prompts files (JSONL or CSV) parsed strictly: every bad line is reported by number, none skipped.
 
 Fields: `prompt` (required), `duration_s` (required), `seed`, `n_variations`, `tags` (optional).
+Or `template` + `vars` instead of `prompt`, and `preset` for default line fields (musicops.generation.
+library: versioned files shipped with musicops, recorded in each asset's lineage).
 Anything else is an error, because a misspelt field (`durations`) silently ignored would
 generate the wrong thing for thousands of tracks.
 """
@@ -21,7 +23,7 @@ from musicops.errors import MusicopsError
 from musicops.models.sampling import MAX_DURATION_S, MIN_DURATION_S  # the one home of the duration limits
 from musicops.store.cache import normalize_prompt
 
-FIELDS = {"prompt", "duration_s", "seed", "n_variations", "tags"}
+FIELDS = {"prompt", "duration_s", "seed", "n_variations", "tags", "template", "vars", "preset"}
 FILE_FIELDS = {"melody"}  # prompts files only (a path beside the file); never from the API
 MAX_PROMPT_CHARS = 1000
 MAX_VARIATIONS = 16
@@ -40,6 +42,7 @@ class PromptLine:
     tags: tuple[str, ...]
     melody: str | None = None  # reference audio for MusicGen-melody (absolute path)
     melody_sha256: str | None = None
+    lineage: str = ""  # JSON: the template and preset a line named (not part of the cache key)
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,7 @@ class WorkItem:
     tags: tuple[str, ...] = field(default_factory=tuple)
     melody: str | None = None  # reference audio (MusicGen-melody); its sha256 joins the cache key
     melody_sha256: str | None = None
+    lineage: str = ""  # JSON: template/preset identities for provenance (not part of the cache key)
 
 
 @dataclass(frozen=True)
@@ -127,7 +131,8 @@ def expand(lines: list[PromptLine]) -> list[WorkItem]:
         base = line.seed if line.seed is not None else derived_seed(normalized, occurrence)
         for variation in range(line.n_variations):
             items.append(WorkItem(line.line_no, variation, line.prompt, normalized, line.duration_s,
-                                  (base + variation) % (MAX_SEED + 1), line.tags, line.melody, line.melody_sha256))
+                                  (base + variation) % (MAX_SEED + 1), line.tags, line.melody, line.melody_sha256,
+                                  line.lineage))
     return items
 
 
@@ -211,6 +216,14 @@ def validate_record(line_no: int, record: Any, melody_dir: Path | None = None) -
     unknown = sorted(set(record) - allowed)
     if unknown:
         raise ValueError(f"unknown field(s) {', '.join(map(repr, unknown))}; allowed: {sorted(allowed)}")
+    if isinstance(record.get("vars"), str):  # a CSV cell: the values as JSON text
+        try:
+            record = {**record, "vars": json.loads(record["vars"])}
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"vars is not JSON ({exc.msg})") from None
+    from musicops.generation.library import resolve
+
+    record, lineage = resolve(record)
     prompt = record.get("prompt")
     if not isinstance(prompt, str) or not prompt.strip():
         raise ValueError("prompt is missing or empty")
@@ -237,7 +250,8 @@ def validate_record(line_no: int, record: Any, melody_dir: Path | None = None) -
     if not 1 <= variations <= MAX_VARIATIONS:
         raise ValueError(f"n_variations must be in [1, {MAX_VARIATIONS}], got {variations}")
     melody, melody_sha = _melody(record.get("melody"), melody_dir)
-    return PromptLine(line_no, prompt.strip(), duration, seed, variations, _tags(record.get("tags")), melody, melody_sha)
+    return PromptLine(line_no, prompt.strip(), duration, seed, variations, _tags(record.get("tags")), melody, melody_sha,
+                      json.dumps(lineage, sort_keys=True) if lineage else "")
 
 
 def _melody(value: Any, folder: Path | None) -> tuple[str | None, str | None]:

@@ -118,8 +118,7 @@ def build_service(config: ServeConfig, settings: Settings | None = None,
 
     def plan_job(job: Job) -> Any:
         request = job.request
-        items = request_items(request["prompt"], request["duration_s"], request.get("seed"),
-                              request.get("n_variations", 1), request.get("tags") or [])
+        items = request_items(request)
         owner = keys.by_id(job.key_id)  # the job's tenant is its key's (None: a --no-auth job)
         options = engine.options(SamplingOptions(**request["sampling"]), job.user).for_tenant(
             owner.tenant if owner is not None else None)

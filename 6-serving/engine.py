@@ -111,15 +111,14 @@ def new_batch_id(prefix: str = "api") -> str:
     return f"{prefix}-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:12]}"
 
 
-def request_items(prompt: str, duration_s: float, seed: int | None = None, n_variations: int = 1,
-                  tags: list[str] | tuple[str, ...] = ()) -> list[WorkItem]:
-    """A request's work items: checked and expanded exactly like one line of a prompts file
-    (same limits, same derived seeds), so a request and a prompts-file line make the same assets."""
-    record: dict[str, Any] = {"prompt": prompt, "duration_s": duration_s, "n_variations": n_variations}
-    if seed is not None:
-        record["seed"] = seed
-    if tags:
-        record["tags"] = list(tags)
+REQUEST_LINE_FIELDS = ("prompt", "duration_s", "seed", "n_variations", "tags", "template", "vars", "preset")
+
+
+def request_items(request: dict[str, Any]) -> list[WorkItem]:
+    """A request's work items: its line fields (prompt or template + vars, duration, seed, variations,
+    tags, preset; unset ones left out) checked and expanded exactly like one line of a prompts file
+    (same limits, same derived seeds, same templates and presets), so both make the same assets."""
+    record = {k: request[k] for k in REQUEST_LINE_FIELDS if request.get(k) not in (None, [], {})}
     return expand([validate_record(1, record)])
 
 

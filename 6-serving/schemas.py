@@ -3,7 +3,7 @@ the prompts-file limits of `musicops.generation.prompts`, so the OpenAPI spec st
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -122,17 +122,28 @@ def request_models(config: ServeConfig) -> tuple[type[BaseModel], type[BaseModel
 
     class GenerateRequest(BaseModel):
         model_config = ConfigDict(extra="forbid", json_schema_extra={
-            "examples": [{"prompt": "calm piano with soft strings", "duration_s": 4.0, "seed": 7}]})
+            "examples": [{"prompt": "calm piano with soft strings", "duration_s": 4.0, "seed": 7},
+                         {"template": "game-level-loop", "vars": {"mood": "tense", "bpm": 140},
+                          "preset": "loop-short"}]})
 
-        prompt: str = Field(min_length=1, max_length=config.max_prompt_chars, pattern=r"\S",
-                            description="Text prompt (no control characters; at least one visible character).")
-        duration_s: float = Field(ge=MIN_DURATION_S, le=config.max_duration_s,
-                                  description=f"Seconds of audio (at least {MIN_DURATION_S:g}: the loudness "
-                                              "check needs BS.1770's 0.4 s gating blocks).")
+        prompt: str | None = Field(None, min_length=1, max_length=config.max_prompt_chars, pattern=r"\S",
+                                   description="Text prompt (no control characters; at least one visible "
+                                               "character). Or `template` + `vars`.")
+        duration_s: float | None = Field(None, ge=MIN_DURATION_S, le=config.max_duration_s,
+                                         description=f"Seconds of audio (at least {MIN_DURATION_S:g}: the loudness "
+                                                     "check needs BS.1770's 0.4 s gating blocks). Required unless "
+                                                     "a preset gives it.")
         seed: int | None = Field(None, ge=0, le=MAX_SEED, description="Default: derived from the prompt.")
-        n_variations: int = Field(1, ge=1, le=config.max_variations, description="Seeds seed, seed+1, ...")
+        n_variations: int | None = Field(None, ge=1, le=config.max_variations,
+                                         description="Seeds seed, seed+1, ... (default 1, or the preset's).")
         tags: list[str] = Field(default_factory=list, max_length=32)
+        template: str | None = Field(None, max_length=64, description="A prompt template shipped with musicops "
+                                     "(GET /v1/library lists them); the prompt is rendered from `vars`.")
+        vars: dict[str, str | int] | None = Field(None, description="The template's parameter values.")
+        preset: str | None = Field(None, max_length=64, description="A named preset of duration, variations "
+                                   "and tags (this request's own fields win).")
         sampling: Sampling = Field(default_factory=Sampling)
+        max_clips: ClassVar[int] = config.max_variations  # a preset's n_variations is held to it too
 
         @field_validator("tags")
         @classmethod
@@ -143,20 +154,24 @@ def request_models(config: ServeConfig) -> tuple[type[BaseModel], type[BaseModel
 
         @model_validator(mode="after")
         def _prompts_file_rules(self) -> Any:
-            """The prompts-file validator is the authority (control characters, limits, ...)."""
-            from musicops.generation.prompts import validate_record
+            """The prompts-file validator is the authority (control characters, limits, templates,
+            presets); then this server's limits apply to what a template or preset produced."""
+            from musicops.serving.engine import request_items
 
-            record: dict[str, Any] = {"prompt": self.prompt, "duration_s": self.duration_s,
-                                      "n_variations": self.n_variations}
-            if self.seed is not None:
-                record["seed"] = self.seed
-            if self.tags:
-                record["tags"] = self.tags
-            validate_record(1, record)
+            items = request_items(self.model_dump())
+            longest = max(item.duration_s for item in items)
+            if longest > config.max_duration_s:
+                raise ValueError(f"duration_s {longest:g} exceeds this server's limit of {config.max_duration_s:g} s")
+            variations = max(item.variation for item in items) + 1
+            if variations > self.max_clips:
+                raise ValueError(f"{variations} variations exceed the limit of {self.max_clips} for this endpoint")
+            if len(self.prompt or "") > config.max_prompt_chars or len(items[0].prompt) > config.max_prompt_chars:
+                raise ValueError(f"prompt exceeds {config.max_prompt_chars} characters")
             return self
 
     class StreamRequest(GenerateRequest):
-        n_variations: int = Field(1, ge=1, le=1, description="Streaming returns one clip.")
+        n_variations: int | None = Field(None, ge=1, le=1, description="Streaming returns one clip.")
+        max_clips: ClassVar[int] = 1
 
     class JobRequest(GenerateRequest):
         webhook_url: str | None = Field(None, max_length=2048,

@@ -377,7 +377,8 @@ async def ws_session(websocket: Any, svc: Any, key: Any, start: WsStart) -> None
         changes = [{"prompt": s["prompt"], "sample_offset": s["start_sample"], "time_s": s["time_s"],
                     "requested_s": s["requested_s"], "segment": s["segment"]}
                    for i, s in enumerate(segments) if i == 0 or s["prompt"] != segments[i - 1]["prompt"]]
-        item = request_items(start.prompt, min(start.segment_s, svc.config.max_duration_s), start.seed)[0]
+        item = request_items({"prompt": start.prompt, "duration_s": min(start.segment_s, svc.config.max_duration_s),
+                              "seed": start.seed})[0]
         options = engine.options(sampling, key.user).for_tenant(key.tenant)
         extra = {"delivery": "stream-ws", "session": uuid.uuid4().hex, "segment_s": start.segment_s,
                  "context_s": start.context_s, "max_s": start.max_s, "prompts": changes}

@@ -115,3 +115,18 @@ def test_each_versions_weights_exist_once_on_disk(registered, tmp_path) -> None:
     assert len(hashes) >= 2, hashes  # the fine-tuned and the imported weights
     assert all(len(paths) == 1 for paths in hashes.values()), hashes
     assert not any(settings.model_cache.rglob("*.safetensors"))
+
+
+def test_assets_of_a_fine_tuned_version_record_its_training_data(registered, tmp_path) -> None:
+    import json as _json
+
+    from musicops.generation.batch import run_batch
+    from musicops.generation.planning import BatchOptions
+
+    settings, dataset, outcome, number = registered
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text(_json.dumps({"prompt": "warm bass", "duration_s": 0.5, "seed": 1}) + "\n")
+    [done] = run_batch(prompts, f"models:/unit-model/{number}", BatchOptions(log_to_mlflow=False), settings).outcomes
+    assert done.record.lineage["training_data"] == {
+        "dataset": "unit-set", "dataset_version": str(dataset.version), "dataset_hash": dataset.dataset_hash,
+        "base_model": "musicgen-tiny", "model": f"models:/unit-model/{number}"}

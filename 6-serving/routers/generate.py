@@ -24,7 +24,7 @@ STREAM_CHUNK = 64 * 1024
 async def items_within_quota(svc: Service, key: ApiKey, body: Any) -> tuple[list[Any], float]:
     """The request's items (checked like a prompts-file line) with their minutes reserved on the key."""
     try:
-        items = request_items(body.prompt, body.duration_s, body.seed, body.n_variations, body.tags)
+        items = request_items(body.model_dump())
     except ValueError as exc:
         raise ApiError(422, "invalid_request", str(exc), "validation") from None
     seconds = sum(item.duration_s for item in items)

@@ -108,6 +108,7 @@ class AssetRow(Base):
     sample_rate: Mapped[int] = mapped_column(Integer)
     generation_seconds: Mapped[float] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    lineage: Mapped[dict[str, Any] | None] = mapped_column(_Json, nullable=True)  # provenance_0005
 
 
 class BatchRow(Base):
@@ -213,6 +214,8 @@ class AssetRecord:
     tags: dict[str, Any] | list[Any] = field(default_factory=dict)
     created_at: datetime | None = None  # set on insert
     tenant: str | None = None  # the API tenant it was made for (asset_owners); None = batch/CLI
+    # where it came from beyond the cache key: training data of the model version, template, preset
+    lineage: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe view (ISO timestamps, no NaN/inf) for API responses and manifests."""
@@ -243,7 +246,7 @@ class BatchRecord:
 _ASSET_FIELDS = tuple(f.name for f in dataclasses.fields(AssetRecord) if f.name != "tenant")
 _BATCH_FIELDS = tuple(f.name for f in dataclasses.fields(BatchRecord))
 _BATCH_START_FIELDS = frozenset(_BATCH_FIELDS) - {"batch_id", "status", "started_at", "finished_at"}
-_JSON_ASSET_FIELDS = ("files", "params", "postprocess", "checks", "tags")
+_JSON_ASSET_FIELDS = ("files", "params", "postprocess", "checks", "tags", "lineage")
 _NULLABLE_FLOAT_FIELDS = ("loudness_before", "loudness_after", "true_peak_after")
 
 
@@ -261,7 +264,9 @@ def _asset_row(record: AssetRecord) -> AssetRow:
 
 
 def _asset_record(row: AssetRow, tenant: str | None = None) -> AssetRecord:
-    return AssetRecord(**{name: getattr(row, name) for name in _ASSET_FIELDS}, tenant=tenant)
+    values = {name: getattr(row, name) for name in _ASSET_FIELDS}
+    values["lineage"] = values["lineage"] or {}  # rows stored before provenance_0005
+    return AssetRecord(**values, tenant=tenant)
 
 
 def _batch_record(row: BatchRow) -> BatchRecord:

@@ -176,7 +176,7 @@ def test_a_clip_failing_in_a_worker_fails_alone_and_the_pool_survives(tmp_path) 
     from musicops.serving.engine import request_items
 
     settings = get_settings(tmp_path).ensure()  # the autouse fixture cleared store variables: tmp stores
-    plan = BatchPlan("b", "api:test", "", None, "preset:test", request_items("x", 0.5), ["k"], {}, BatchOptions())
+    plan = BatchPlan("b", "api:test", "", None, "preset:test", request_items({"prompt": "x", "duration_s": 0.5}), ["k"], {}, BatchOptions())
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=finisher.init_worker,
                              initargs=(settings, os.getpid())) as pool:
         bad = pool.submit(finisher.finish_clip, plan, np.zeros((0, 1), np.float32), 32_000, 0.1)

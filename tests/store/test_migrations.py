@@ -126,7 +126,7 @@ def test_the_migration_scripts_are_package_data() -> None:
     assert "musicops.store.migrations" in setuptools["packages"]
     globs = setuptools["package-data"]["musicops.store.migrations"]
     scripts = sorted((ROOT / "musicops/store/migrations").glob("*/versions/*.py"))
-    assert len(scripts) == 12
+    assert len(scripts) == 13
     for script in scripts:
         rel = script.relative_to(ROOT / "musicops/store/migrations").as_posix()
         assert any(fnmatch.fnmatch(rel, g) for g in globs), rel
@@ -150,16 +150,18 @@ def test_provenance_from_the_first_release_keeps_its_rows(engine: sa.Engine, dat
     with ProvenanceDB(database_url) as db:  # opening upgrades
         old = db.get_asset("old")
         assert old is not None and old.seed == 7 and old.tags == {"mood": "calm"} and old.tenant is None
+        assert old.lineage == {}  # provenance_0005: rows from before it read as no recorded lineage
         assert old.created_at == NOW and db.get_batch("b1").counts == {"ok": 1}
         big = AssetRecord(asset_id="new", cache_key="n" * 64, sha256="b" * 64, files={}, prompt="q",
                           normalized_prompt="q", seed=2**63 - 1, params={}, model_name="m", model_uri="u",
                           batch_id="b1", duration_s=1.0, sample_rate=32000, generation_seconds=0.1, passed=True,
-                          tenant="acme")
+                          tenant="acme", lineage={"training_data": {"dataset": "d", "dataset_hash": "h"}})
         db.add_asset(big)  # BIGINT seed (provenance_0002) and asset_owners (provenance_0004)
         db.record_gate("old", "copyright", True, {"score": 0.1})
         assert db.get_asset("new").seed == 2**63 - 1 and db.get_asset("new").tenant == "acme"
+        assert db.get_asset("new").lineage["training_data"]["dataset_hash"] == "h"
         assert db.count_assets() == 2 and db.gates_for("old")[0]["passed"] is True
-    assert migrations.current(engine, "provenance").current == "provenance_0004"
+    assert migrations.current(engine, "provenance").current == "provenance_0005"
     assert schema_diff(engine, "provenance") == []
 
 
@@ -262,7 +264,7 @@ def test_a_provenance_database_grown_by_create_all_is_matched_and_completed(engi
         assert db.gates_for("a1") == [{"gate": "copyright", "passed": False, "details": {"score": 0.9},
                                        "created_at": NOW.isoformat()}]
     status = migrations.current(engine, "provenance")
-    assert status.current == "provenance_0004"
+    assert status.current == "provenance_0005"
     assert schema_diff(engine, "provenance") == []
 
 
