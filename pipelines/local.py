@@ -159,6 +159,8 @@ class _LogStream:
 
     def write(self, text: str) -> int:
         with self.lock:
+            if self.log.closed:  # a late write after the run: the console is the only place left
+                return self.console.write(text)
             self.log.write(text)
             if getattr(self.local, "echo", False):
                 self.console.write(text)
@@ -169,7 +171,8 @@ class _LogStream:
 
     def flush(self) -> None:
         with self.lock:
-            self.log.flush()
+            if not self.log.closed:
+                self.log.flush()
             self.console.flush()
 
     def isatty(self) -> bool:
@@ -185,10 +188,16 @@ def _observed(log_path: Path, record: Callable[[StepRecord], None]) -> Iterator[
 
     kfp.local (2.17) runs every step through `task_executor.execute_single_task`, in worker threads for
     a ParallelFor; wrapping it is the one place that sees each step's status, time and outputs.
+    The root logger's handlers are restored afterwards: kfp swaps them per step, and two parallel steps
+    can leave one step's handler (bound to this run's log) installed.
     """
+    import logging
+
     from kfp.local.orchestrator import task_executor
 
     original = task_executor.execute_single_task
+    root = logging.getLogger()
+    saved_handlers, saved_level = root.handlers[:], root.level
     with log_path.open("a") as log:
         stream = _LogStream(log, sys.stdout)
 
@@ -219,6 +228,8 @@ def _observed(log_path: Path, record: Callable[[StepRecord], None]) -> Iterator[
                 yield
         finally:
             task_executor.execute_single_task = original
+            root.handlers[:] = saved_handlers
+            root.setLevel(saved_level)
 
 
 def _key_outputs(outputs: dict[str, Any], width: int = 48) -> dict[str, str]:

@@ -4,6 +4,7 @@ back from disk runs under kfp.local with its state outside the repository."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -99,11 +100,13 @@ def test_compiled_batch_yaml_runs_from_disk_with_state_outside_the_repository(tm
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text(json.dumps({"prompt": "calm ambient pad", "duration_s": 1.0, "n_variations": 2}))
 
+    handlers = logging.getLogger().handlers[:]
     # no musicops_home argument: the steps find the state directory in their environment (MUSICOPS_HOME)
-    run = run_compiled(path, {"prompts_file": str(prompts), "shard_size": 2}, pipeline_root=tmp_path / "root",
+    run = run_compiled(path, {"prompts_file": str(prompts), "shard_size": 1}, pipeline_root=tmp_path / "root",
                        log_path=tmp_path / "root" / "executor.log")
 
     assert [step.task for step in run.steps if step.status != "ok"] == []
+    assert logging.getLogger().handlers == handlers, "no handler bound to the run's log is left behind"
     assert {step.task for step in run.steps} == {"plan-batch-step", "generate-shard", "postprocess-shard",
                                                  "store-shard", "summarize-batch"}
     settings = get_settings()
