@@ -22,7 +22,7 @@ from musicops.generation.planning import SamplingOptions
 from musicops.models.loading import ResolvedModel
 from musicops.serving.config import ServeConfig
 from musicops.serving.context import RequestContextMiddleware, configure_logging
-from musicops.serving.engine import Engine, request_items
+from musicops.serving.engine import Engine, batch_request_items, request_items
 from musicops.serving.jobs import Job, JobRunner, JobStore
 from musicops.serving.keys import KeyStore
 from musicops.serving.metrics import ServerMetrics
@@ -118,7 +118,7 @@ def build_service(config: ServeConfig, settings: Settings | None = None,
 
     def plan_job(job: Job) -> Any:
         request = job.request
-        items = request_items(request)
+        items = batch_request_items(request) if "items" in request else request_items(request)
         owner = keys.by_id(job.key_id)  # the job's tenant is its key's (None: a --no-auth job)
         options = engine.options(SamplingOptions(**request["sampling"]), job.user).for_tenant(
             owner.tenant if owner is not None else None)
@@ -127,7 +127,7 @@ def build_service(config: ServeConfig, settings: Settings | None = None,
     def render_result(job: Job, outcomes: list[Any]) -> dict[str, Any]:
         first = outcomes[0].record
         return {"asset_ids": [o.record.asset_id for o in outcomes], "cache_hits": [o.cache_hit for o in outcomes],
-                "variations": [o.item.variation for o in outcomes],
+                "variations": [o.item.variation for o in outcomes], "tags": [list(o.item.tags) for o in outcomes],
                 "model": {"name": first.model_name, "version": first.model_version, "uri": first.model_uri}}
 
     def refund(job: Job) -> None:
@@ -167,13 +167,13 @@ def create_app(config: ServeConfig | None = None, settings: Settings | None = No
                               "streaming, signed asset URLs, provenance audit. Send an API key as "
                               "`Authorization: Bearer <key>` (created with `musicops keys create`).")
     app.state.svc = svc
-    generate_request, stream_request, job_request = request_models(config)
+    generate_request, stream_request, job_request, batch_request = request_models(config)
 
     from musicops.serving.routers import assets, generate, jobs, ops, stream
 
     app.include_router(generate.build_router(generate_request, stream_request))
     app.include_router(stream.router)
-    app.include_router(jobs.build_router(job_request))
+    app.include_router(jobs.build_router(job_request, batch_request))
     app.include_router(assets.router)
     app.include_router(ops.models)
     app.include_router(ops.ops)

@@ -118,8 +118,17 @@ def request_items(request: dict[str, Any]) -> list[WorkItem]:
     """A request's work items: its line fields (prompt or template + vars, duration, seed, variations,
     tags, preset; unset ones left out) checked and expanded exactly like one line of a prompts file
     (same limits, same derived seeds, same templates and presets), so both make the same assets."""
-    record = {k: request[k] for k in REQUEST_LINE_FIELDS if request.get(k) not in (None, [], {})}
-    return expand([validate_record(1, record)])
+    return expand([validate_record(1, _line_record(request))])
+
+
+def batch_request_items(request: dict[str, Any]) -> list[WorkItem]:
+    """A batch job's work items: its lines numbered from 1, expanded together like one prompts file
+    (a prompt repeated without a seed gets a new seed each time, as in a file)."""
+    return expand([validate_record(number, _line_record(line)) for number, line in enumerate(request["items"], 1)])
+
+
+def _line_record(request: dict[str, Any]) -> dict[str, Any]:
+    return {k: request[k] for k in REQUEST_LINE_FIELDS if request.get(k) not in (None, [], {})}
 
 
 class Engine:
@@ -143,7 +152,10 @@ class Engine:
         self.finish_processes = finish_processes
         self._finisher = Finisher(settings, finish_processes, self.store, self.db)
         self._outcome_lock = threading.Lock()
-        self.seconds_per_item = 0.05  # running estimate for ETAs (EWMA of model seconds per clip)
+        # ETAs: compute seconds per audio second, EWMA over clips of the model in service (the rate
+        # measured at its load until then); the model it belongs to, so a hot swap starts afresh
+        self._rate: tuple[str, float] | None = None
+        self._direct_audio_s = 0.0  # audio in a one-request-per-call model run (no continuous batching)
         self.in_model = 0  # clips in flight in the model now
         self.max_duration_s = max_duration_s  # KV slots never need more steps than this duration's
         # the model thread's continuous batch and the loaded model it runs (None: idle, nothing built)
@@ -235,9 +247,38 @@ class Engine:
         with self._cond:
             return sum(len(t.pending) for t in self._queue) + (len(batch.waiting) if batch is not None else 0)
 
-    def eta_s(self, items_ahead: int) -> float:
-        """Rough seconds until `items_ahead` more clips are through the model."""
-        return (items_ahead + self.in_model) * self.seconds_per_item
+    def queued_audio_s(self) -> float:
+        """Seconds of audio waiting for or decoding in the model."""
+        batch = self._batch
+        with self._cond:
+            queued = sum(float(t.request.params.duration_s) if isinstance(t, StreamTicket)
+                         else sum(t.plan.items[i].duration_s for i in t.pending) for t in self._queue)
+        in_batch = 0.0
+        if batch is not None:  # read without the model thread's lock: a rough figure is all an ETA needs
+            in_batch = (sum(r.params.duration_s for r in list(batch.waiting))
+                        + sum(a.request.params.duration_s for a in list(batch.active)))
+        return queued + in_batch + self._direct_audio_s
+
+    def seconds_per_audio_s(self) -> float:
+        """The model in service's measured compute seconds per audio second (0 before a model is loaded)."""
+        try:
+            loaded = self.manager.current()
+        except Exception:  # noqa: BLE001 - not loaded yet: no estimate
+            return 0.0
+        rate = self._rate
+        return rate[1] if rate is not None and rate[0] == loaded.model_id else loaded.seconds_per_audio_s
+
+    def eta_s(self, audio_s_ahead: float) -> float:
+        """Seconds until `audio_s_ahead` more seconds of audio (plus what the model holds now) are
+        generated, at the loaded model's measured speed."""
+        return (audio_s_ahead + self.queued_audio_s()) * self.seconds_per_audio_s()
+
+    def _observe_rate(self, model_id: str, seconds: float, audio_s: float) -> None:
+        if audio_s <= 0:
+            return
+        sample = seconds / audio_s
+        rate = self._rate
+        self._rate = (model_id, sample if rate is None or rate[0] != model_id else 0.8 * rate[1] + 0.2 * sample)
 
     # the model thread
 
@@ -369,7 +410,7 @@ class Engine:
                 ticket.finish(clip, None)
                 continue
             share = clip.seconds / max(1.0, clip.mean_batch)
-            self.seconds_per_item = 0.8 * self.seconds_per_item + 0.2 * share
+            self._observe_rate(loaded.model_id, share, clip.request.params.duration_s)
             try:
                 audio = batch.audio(clip)
             except Exception as exc:  # EnCodec failed this clip: only its request fails
@@ -416,7 +457,7 @@ class Engine:
 
         def on_batch(local: list[int], clips: list[np.ndarray], seconds: float) -> None:
             share = seconds / max(1, len(clips))
-            self.seconds_per_item = 0.8 * self.seconds_per_item + 0.2 * share
+            self._observe_rate(loaded.model_id, share, items[local[0]].duration_s)
             if self.metrics:
                 self.metrics.generation_seconds.labels(loaded.resolved.version or loaded.resolved.name).observe(seconds)
                 self.metrics.batch_size.observe(len(clips))
@@ -426,10 +467,12 @@ class Engine:
                 self._finisher.submit(work, self._on_finished(ticket, index, share))
 
         self.in_model = len(items)
+        self._direct_audio_s = sum(item.duration_s for item in items)
         try:
             generate_items(loaded.model, items, options, on_batch)
         finally:
             self.in_model = 0
+            self._direct_audio_s = 0.0
 
     # finished clips (the finisher's or its pool's thread)
 

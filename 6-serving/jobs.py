@@ -243,11 +243,13 @@ class JobStore:
         with self._sessions() as session:
             return int(session.scalar(query) or 0)
 
-    def items_ahead(self, job: Job) -> int:
-        """Clips of queued jobs created before this one (for the ETA)."""
+    def audio_seconds_ahead(self, job: Job) -> float:
+        """Seconds of audio still to generate for queued jobs created before this one (for the ETA):
+        each job's reserved seconds, pro rata of its clips not yet done."""
+        remaining = JobRow.reserved_seconds * (JobRow.total - JobRow.done) / func.nullif(JobRow.total, 0)
         with self._sessions() as session:
-            return int(session.scalar(select(func.coalesce(func.sum(JobRow.total - JobRow.done), 0))
-                                      .where(JobRow.state == "queued", JobRow.created_at < job.created_at)) or 0)
+            return float(session.scalar(select(func.coalesce(func.sum(remaining), 0.0))
+                                        .where(JobRow.state == "queued", JobRow.created_at < job.created_at)) or 0.0)
 
 
 def host_allowed(url: str, allowed: tuple[str, ...]) -> bool:

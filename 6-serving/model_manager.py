@@ -35,11 +35,28 @@ class LoadedModel:
     model: MusicModel
     model_id: str  # the cache-key identity (models:/NAME/VERSION, preset:..., dir:...)
     loaded_at: float
+    # compute seconds per second of audio for one clip alone, measured right after loading: the prior
+    # for job ETAs until clips served by this model have been timed
+    seconds_per_audio_s: float = 0.0
 
     def describe(self) -> dict[str, Any]:
         r = self.resolved
         return {"name": r.name, "version": r.version, "uri": r.pinned_uri, "kind": r.kind, "model_id": self.model_id,
                 "run_id": r.run_id, "loaded_at": self.loaded_at}
+
+
+CALIBRATION_S = 0.5  # seconds of audio generated once at load to time the model
+
+
+def measure_speed(model: MusicModel) -> float:
+    """Compute seconds per second of audio for one short clip (decode steps and codec): a real-size
+    model on a CPU is minutes per clip, a toy one milliseconds, and ETAs must start from the model
+    actually loaded, not from a constant."""
+    from musicops.models.sampling import GenerationParams
+
+    started = time.perf_counter()
+    model.generate(["calibration"], GenerationParams(duration_s=CALIBRATION_S), seed=0)
+    return (time.perf_counter() - started) / CALIBRATION_S
 
 
 def watched_alias(reference: str) -> str | None:
@@ -159,7 +176,9 @@ class ModelManager:
             started = time.perf_counter()
             model = load_model(resolved, self.settings, precision=self.precision)
             log.info("loaded %s in %.1fs", resolved.pinned_uri, time.perf_counter() - started)
-            return LoadedModel(resolved, model, model_identity(resolved), time.time())
+            rate = measure_speed(model)
+            log.info("%s generates at %.3g compute s per audio s (one clip)", resolved.pinned_uri, rate)
+            return LoadedModel(resolved, model, model_identity(resolved), time.time(), rate)
         finally:
             self.loading = None
 

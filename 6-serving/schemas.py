@@ -117,10 +117,16 @@ class Health(BaseModel):
     model: str | None = None
 
 
-def request_models(config: ServeConfig) -> tuple[type[BaseModel], type[BaseModel], type[BaseModel]]:
-    """(GenerateRequest, StreamRequest, JobRequest) with this server's limits in their schemas."""
+MAX_BATCH_LINES = 100  # lines in one POST /v1/jobs/batch (each may have variations)
 
-    class GenerateRequest(BaseModel):
+
+def request_models(config: ServeConfig) -> tuple[type[BaseModel], type[BaseModel], type[BaseModel], type[BaseModel]]:
+    """(GenerateRequest, StreamRequest, JobRequest, BatchJobRequest) with this server's limits in their
+    schemas."""
+
+    class LineRequest(BaseModel):
+        """One line of work: the fields of a prompts-file line."""
+
         model_config = ConfigDict(extra="forbid", json_schema_extra={
             "examples": [{"prompt": "calm piano with soft strings", "duration_s": 4.0, "seed": 7},
                          {"template": "game-level-loop", "vars": {"mood": "tense", "bpm": 140},
@@ -142,7 +148,6 @@ def request_models(config: ServeConfig) -> tuple[type[BaseModel], type[BaseModel
         vars: dict[str, str | int] | None = Field(None, description="The template's parameter values.")
         preset: str | None = Field(None, max_length=64, description="A named preset of duration, variations "
                                    "and tags (this request's own fields win).")
-        sampling: Sampling = Field(default_factory=Sampling)
         max_clips: ClassVar[int] = config.max_variations  # a preset's n_variations is held to it too
 
         @field_validator("tags")
@@ -169,6 +174,9 @@ def request_models(config: ServeConfig) -> tuple[type[BaseModel], type[BaseModel
                 raise ValueError(f"prompt exceeds {config.max_prompt_chars} characters")
             return self
 
+    class GenerateRequest(LineRequest):
+        sampling: Sampling = Field(default_factory=Sampling)
+
     class StreamRequest(GenerateRequest):
         n_variations: int | None = Field(None, ge=1, le=1, description="Streaming returns one clip.")
         max_clips: ClassVar[int] = 1
@@ -177,4 +185,18 @@ def request_models(config: ServeConfig) -> tuple[type[BaseModel], type[BaseModel
         webhook_url: str | None = Field(None, max_length=2048,
                                         description="POSTed the job on completion; host must be allow-listed.")
 
-    return GenerateRequest, StreamRequest, JobRequest
+    class BatchJobRequest(BaseModel):
+        """Many lines as one durable job (bulk generation): each line like a prompts-file line."""
+
+        model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"items": [
+            {"prompt": "calm piano", "duration_s": 4.0}, {"template": "mood-piece", "vars": {"mood": "hopeful"},
+                                                          "duration_s": 4.0}]}]})
+
+        items: list[LineRequest] = Field(min_length=1, max_length=MAX_BATCH_LINES,
+                                         description=f"1-{MAX_BATCH_LINES} lines (prompt or template, duration, "
+                                                     "seed, variations, tags, preset).")
+        sampling: Sampling = Field(default_factory=Sampling, description="Sampling for every line.")
+        webhook_url: str | None = Field(None, max_length=2048,
+                                        description="POSTed the job on completion; host must be allow-listed.")
+
+    return GenerateRequest, StreamRequest, JobRequest, BatchJobRequest

@@ -188,10 +188,10 @@ class Service:
                 "true_peak_dbtp": record.true_peak_after, "audio_url": urls.get("wav") or next(iter(urls.values()), None),
                 "urls": urls, "expires_at": exp, "tags": list(tags)}
 
-    def response(self, request: Request, pairs: list[tuple[Any, bool, int]],
-                 tags: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
-        """GenerateResponse from (record, cache_hit, variation) triples and the request's tags."""
-        first = pairs[0][0]
+    def response(self, request: Request, rows: list[tuple[Any, bool, int, list[str] | tuple[str, ...]]]) -> dict[str, Any]:
+        """GenerateResponse from (record, cache_hit, variation, tags) rows: each asset with its own line's
+        tags (a request's, or its preset's), never those of whoever stored the asset first."""
+        first = rows[0][0]
         return {"request_id": request.scope.get("state", {}).get("request_id"),
                 "model": {"name": first.model_name, "version": first.model_version, "uri": first.model_uri},
-                "assets": [self.asset_out(request, r, hit, v, tags) for r, hit, v in pairs]}
+                "assets": [self.asset_out(request, r, hit, v, tags) for r, hit, v, tags in rows]}

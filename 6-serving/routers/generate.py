@@ -2,7 +2,7 @@
 
 import asyncio
 import functools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
@@ -21,10 +21,11 @@ from musicops.store.cache import asset_id_for
 STREAM_CHUNK = 64 * 1024
 
 
-async def items_within_quota(svc: Service, key: ApiKey, body: Any) -> tuple[list[Any], float]:
-    """The request's items (checked like a prompts-file line) with their minutes reserved on the key."""
+async def items_within_quota(svc: Service, key: ApiKey, body: Any,
+                             expand: Callable[[dict[str, Any]], list[Any]] = request_items) -> tuple[list[Any], float]:
+    """The request's items (checked like prompts-file lines) with their minutes reserved on the key."""
     try:
-        items = request_items(body.model_dump())
+        items = expand(body.model_dump())
     except ValueError as exc:
         raise ApiError(422, "invalid_request", str(exc), "validation") from None
     seconds = sum(item.duration_s for item in items)
@@ -61,7 +62,7 @@ def build_router(GenerateRequest: Any, StreamRequest: Any) -> APIRouter:  # noqa
         are listed with `passed: false` and no URL. `cache_hit` is true only for the tenant's own
         earlier requests (each tenant has its own cache); `tags` are this request's."""
         outcomes = await generate_outcomes(svc, key, body, "api:/v1/generate")
-        return svc.response(request, [(o.record, o.cache_hit, o.item.variation) for o in outcomes], body.tags)
+        return svc.response(request, [(o.record, o.cache_hit, o.item.variation, o.item.tags) for o in outcomes])
 
     @router.post("/generate/stream", summary="Generate one clip and stream it as WAV while it is made",
                  response_class=StreamingResponse,

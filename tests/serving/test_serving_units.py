@@ -112,6 +112,29 @@ def test_job_state_machine_completes_once(database_url: str) -> None:
     store.close()
 
 
+def test_eta_counts_the_audio_seconds_queued_ahead(database_url: str) -> None:
+    """ETAs are audio seconds ahead x the loaded model's measured seconds per audio second: queued
+    jobs created earlier count pro rata of their clips not yet done; later and running jobs do not."""
+    store = JobStore(database_url, replica="r1")
+    first = store.add("k" * 12, "key:k", {"prompt": "a"}, total=4, reserved_seconds=40.0, webhook_url=None)
+    second = store.add("k" * 12, "key:k", {"prompt": "b"}, total=1, reserved_seconds=30.0, webhook_url=None)
+    third = store.add("k" * 12, "key:k", {"prompt": "c"}, total=2, reserved_seconds=8.0, webhook_url=None)
+    assert store.audio_seconds_ahead(first) == 0.0
+    assert store.audio_seconds_ahead(third) == pytest.approx(70.0)
+    assert store.claim(1)[0].job_id == first.job_id  # running now: no longer "ahead" in the queue
+    assert store.audio_seconds_ahead(third) == pytest.approx(30.0)
+    assert store.audio_seconds_ahead(second) == 0.0
+    store.close()
+
+
+def test_the_loaded_model_is_timed_once_at_load() -> None:
+    from musicops.models.musicgen import TransformersMusicGen
+    from musicops.serving.model_manager import measure_speed
+
+    rate = measure_speed(TransformersMusicGen.from_preset())
+    assert 0 < rate < 600  # compute seconds per audio second, measured on a 0.5 s clip
+
+
 def _add_jobs(store: JobStore, n: int) -> list[str]:
     return [store.add("k" * 12, "key:k", {"prompt": f"p{i}"}, total=1, reserved_seconds=1.0,
                       webhook_url=None).job_id for i in range(n)]
