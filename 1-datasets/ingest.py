@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from musicops.audio.io import FileProblem
 from musicops.datasets.manifest import (
     ManifestVersion,
+    load_manifest,
     publish_manifest,
     scan_directory,
     validate_name,
@@ -117,7 +118,6 @@ def validate_and_publish(candidate_path: str | os.PathLike[str], name: str, sour
                          settings: Settings, manifest_out: str | os.PathLike[str],
                          report_out: str | os.PathLike[str]) -> ManifestVersion:
     """kfp validate step: run the GX suite on a candidate; publish a new version only if it passes."""
-    import shutil
 
     import pandas as pd
 
@@ -136,5 +136,6 @@ def validate_and_publish(candidate_path: str | os.PathLike[str], name: str, sour
         raise IngestError(_failure_message(name, Path(source), result), result)
     version = publish_manifest(frame, name, settings, source=Path(source))
     write_report(version.directory / "report.html", **report_args)
-    shutil.copyfile(version.path, manifest_out)
+    # the step's output names the version's own audio files (the caller packs them into its artifact)
+    load_manifest(version.path, settings).to_parquet(manifest_out, index=False, engine="pyarrow")
     return version

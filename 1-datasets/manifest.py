@@ -15,6 +15,7 @@ import json
 import math
 import os
 import re
+import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -255,6 +256,8 @@ def publish_manifest(frame: pd.DataFrame | list[dict[str, Any]], name: str,
     base.mkdir(parents=True, exist_ok=True)
     version_dir, version = claim_next_version(base)
     digest = dataset_hash(frame)
+    frame = frame.assign(path=[_keep_audio(Path(str(p)), str(sha), base) for p, sha in zip(frame["path"], frame["sha256"],
+                                                                                           strict=True)])
     parquet = version_dir / MANIFEST_FILE
     _atomic_write(parquet, lambda tmp: frame.to_parquet(tmp, index=False, engine="pyarrow"))
     info = {
@@ -273,6 +276,27 @@ def publish_manifest(frame: pd.DataFrame | list[dict[str, Any]], name: str,
     _atomic_write(version_dir / INFO_FILE,
                   lambda tmp: Path(tmp).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8"))
     return ManifestVersion(name=name, version=version, path=parquet, dataset_hash=digest)
+
+
+AUDIO_DIR = "audio"  # per dataset name: each audio content once, shared by its versions
+
+
+def _keep_audio(source: Path, sha256: str, base: Path) -> str:
+    """A published version owns its audio: the file is copied (a copy, not a hard link, so editing the
+    ingested file in place cannot change a published version) to `<dataset>/audio/<sha256><ext>`,
+    once per content, and the manifest refers to it relative to the version folder. The version then
+    no longer depends on the ingested folder (moved, edited, another machine): no host path in it."""
+    if not re.fullmatch(r"[0-9a-f]{64}", sha256):
+        raise ValueError(f"manifest row for {source} has no sha256 to name its audio by")
+    target = base / AUDIO_DIR / f"{sha256}{source.suffix.lower()}"
+    if not target.is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(target) as tmp:
+            shutil.copyfile(source, tmp)
+        if file_sha256(target) != sha256:  # changed since it was scanned: never publish other audio
+            target.unlink()
+            raise ValueError(f"{source} changed after it was scanned (sha256 differs); ingest it again")
+    return f"../{AUDIO_DIR}/{target.name}"
 
 
 def _atomic_write(path: Path, write: Callable[[str], object]) -> None:
@@ -346,6 +370,8 @@ def load_manifest(ref: str | os.PathLike[str], settings: Settings | None = None)
 
     path = resolve_manifest(ref, settings)
     frame = pd.read_parquet(path, engine="pyarrow")
+    # published versions keep their audio and refer to it relative to the version folder
+    frame["path"] = [p if Path(str(p)).is_absolute() else str((path.parent / str(p)).resolve()) for p in frame["path"]]
     if (path.parent / INFO_FILE).is_file():
         recorded = manifest_info(path).get("dataset_hash")
         if recorded and dataset_hash(frame) != recorded:

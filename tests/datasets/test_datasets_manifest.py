@@ -128,7 +128,21 @@ def test_publish_versions_are_immutable_and_loadable(settings: Settings, tiny_da
     assert [v.version for v in list_versions("tiny", settings)] == [1, 2]
     assert latest_version("tiny", settings) == v2
     expected = frame.sort_values("file_name").reset_index(drop=True)
-    pd.testing.assert_frame_equal(load_manifest("tiny@v1"), expected)
+    loaded = load_manifest("tiny@v1")
+    pd.testing.assert_frame_equal(loaded.drop(columns="path"), expected.drop(columns="path"))
+    # the version owns its audio: kept once per content beside the versions, named by sha256, and the
+    # stored manifest refers to it relative to the version folder (no host path)
+    kept = settings.datasets_dir / "tiny" / "audio"
+    for path, sha in zip(loaded["path"], loaded["sha256"], strict=True):
+        assert Path(path).parent == kept.resolve() and Path(path).name.startswith(sha)
+        assert hashlib.sha256(Path(path).read_bytes()).hexdigest() == sha
+    stored = pd.read_parquet(v1.path)
+    assert all(str(p).startswith("../audio/") for p in stored["path"])
+    assert len(list(kept.iterdir())) == 3  # v2's rows are v1's files: nothing copied twice
+    for source in tiny_dataset.glob("*.wav"):  # the ingested folder changes: the version does not
+        source.write_bytes(b"RIFF-edited")
+    assert all(hashlib.sha256(Path(p).read_bytes()).hexdigest() == sha
+               for p, sha in zip(load_manifest("tiny@v1")["path"], loaded["sha256"], strict=True))
     assert len(load_manifest("tiny")) == 2
     assert len(load_manifest("tiny@latest")) == 2
     assert len(load_manifest("tiny@1")) == 3
