@@ -87,6 +87,12 @@ def train(model: Any, data: EncodedDataset, config: FineTuneConfig, checkpoint_d
     import torch
 
     hf = model.model
+    if config.learning_rate is None:  # called directly (fine_tune() decides it first): by decoder size
+        from dataclasses import replace
+
+        from musicops.training.planning import decoder_parameters, default_learning_rate
+
+        config = replace(config, learning_rate=default_learning_rate(decoder_parameters(hf), config.lora))
     device = model.device
     use_amp = config.amp and device.type == "cuda"
     _freeze_all_but_decoder(hf)
@@ -153,8 +159,7 @@ def train(model: Any, data: EncodedDataset, config: FineTuneConfig, checkpoint_d
 def _optimizer(trainable: list[Any], config: FineTuneConfig) -> Any:
     import torch
 
-    if config.learning_rate is None:
-        raise ValueError("learning_rate is unset: fine_tune() picks one by model size (training.planning)")
+    assert config.learning_rate is not None  # train() resolves an unset rate first
     if config.optimizer == "adamw-8bit":
         try:
             import bitsandbytes  # type: ignore[import-not-found]

@@ -171,8 +171,8 @@ def run_release_gates(candidate: str, baseline: str | None = None, *, settings: 
     """
     from musicops.registry import configure_mlflow
 
-    needed = parse_required(required)
     settings = configure_mlflow(settings)
+    needed = parse_required(required if required is not None else settings.release_require)
     out = Path(out_dir) if out_dir else None
     cand, base = resolve_pair(candidate, baseline, alias, settings)
     report = ReleaseReport(cand.pinned_uri, base.pinned_uri if base else None, [],

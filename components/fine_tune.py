@@ -75,7 +75,7 @@ def fine_tune_model(manifest: Input[Dataset], base_model: str, steps: int, batch
     from musicops.training.run import fine_tune
 
     settings = component_settings(musicops_home, mlflow_tracking_uri)
-    config = FineTuneConfig(steps=steps, batch_size=batch_size, learning_rate=learning_rate,
+    config = FineTuneConfig(steps=steps, batch_size=batch_size, learning_rate=learning_rate or None,
                             segment_s=segment_s, seed=seed)
     identity = {"hash": manifest.metadata["dataset_hash"], "ref": manifest.metadata["ref"]}
     frame = pd.read_parquet(os.path.join(manifest.path, "manifest.parquet"), engine="pyarrow")

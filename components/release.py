@@ -75,8 +75,9 @@ def licence_gate_step(candidate: str, alias: str, musicops_home: str, mlflow_tra
 
 @dsl.component(base_image=COMPONENT_IMAGE, install_kfp_package=False)
 def promote_step(candidate: str, baseline: str, alias: str, regression: str, copyright: str, mos: str,
-                 licence: str, musicops_home: str, mlflow_tracking_uri: str) -> str:
-    """Logs every verdict to the candidate's version; promotes only when no gate failed or errored."""
+                 licence: str, musicops_home: str, mlflow_tracking_uri: str, require: str = "") -> str:
+    """Logs every verdict to the candidate's version; promotes only when no gate failed or errored and
+    no required gate (`require`, else MUSICOPS_RELEASE_REQUIRE, else regression) was skipped."""
     from datetime import UTC, datetime
 
     from musicops.components.runtime import component_settings
@@ -85,6 +86,7 @@ def promote_step(candidate: str, baseline: str, alias: str, regression: str, cop
         ReleaseRefused,
         ReleaseReport,
         log_verdicts,
+        parse_required,
         resolve_pair,
         verdict_from_json,
     )
@@ -97,10 +99,11 @@ def promote_step(candidate: str, baseline: str, alias: str, regression: str, cop
         cand, base = resolve_model(candidate, settings), None
     gates = [verdict_from_json(v) for v in (regression, copyright, mos, licence)]
     report = ReleaseReport(cand.pinned_uri, base.pinned_uri if base else None, gates,
-                           datetime.now(UTC).isoformat(timespec="seconds"))
+                           datetime.now(UTC).isoformat(timespec="seconds"),
+                           required=parse_required(require or settings.release_require))
     log_verdicts(report, cand, settings)
     for gate in gates:
-        print(f"gate {gate.name}: {gate.status}: {gate.detail}")
+        print(report.headline(gate))
     if not report.passed:
         return f"blocked: {report.to_dict()['verdict']}"
     done = promote(cand.name, cand.version, settings, alias=alias)

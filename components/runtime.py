@@ -23,4 +23,10 @@ def component_settings(musicops_home: str = "", mlflow_tracking_uri: str = "") -
     if overrides:
         settings = settings.replace(**overrides)
     apply_torch_threads(settings)
+    import sys
+
+    from musicops import progress
+
+    # decode steps, embedding, gate stages: a line at most every few seconds in the step's log
+    progress.install(progress.LineReporter(sys.stdout, settings.progress_interval_s))
     return settings.ensure()

@@ -81,6 +81,9 @@ class Settings(BaseSettings):
     # Cost metric for batch generation: what one accelerator-hour costs, in your currency.
     price_per_accelerator_hour: float = Field(2.0, ge=0, validation_alias=_env("MUSICOPS_PRICE_PER_HOUR",
                                                                                "price_per_accelerator_hour"))
+    # Release gates that must run (`musicops gate --require` and the release pipeline's `require`
+    # override it): comma-separated regression, copyright, mos, licence or "all"; unset: regression.
+    release_require: str | None = Field(None, validation_alias=_env("MUSICOPS_RELEASE_REQUIRE", "release_require"))
     # Off a terminal (CI logs, kfp steps), progress counters print a line at most this often.
     progress_interval_s: float = Field(5.0, ge=0, validation_alias=_env("MUSICOPS_PROGRESS_INTERVAL_S",
                                                                         "progress_interval_s"))

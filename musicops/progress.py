@@ -52,6 +52,12 @@ def reporting(reporter: Reporter | None) -> Iterator[Reporter | None]:
         _current.reset(token)
 
 
+def install(reporter: Reporter | None) -> None:
+    """Report everything this process does from now on to `reporter` (a kfp step: one job per process,
+    its stdout the step's log), without a `with` block around it."""
+    _current.set(reporter)
+
+
 class LineReporter:
     """Plain lines for logs: every stage, and each counter at most every `interval_s` (and when it
     completes), with the time since the reporter started and a rate-based estimate of what is left."""

@@ -29,6 +29,7 @@ def build(profile: Profile = LOCAL) -> Any:
         suite_path: str = "",
         musicops_home: str = "",
         mlflow_tracking_uri: str = "",
+        require: str = "",  # gates that must run, e.g. "regression,copyright,mos,licence"; "": the default
     ) -> str:
         common = {"musicops_home": musicops_home, "mlflow_tracking_uri": mlflow_tracking_uri}
         regression = profile.step(regression_gate_step(candidate=candidate, baseline=baseline, alias=alias,
@@ -43,7 +44,8 @@ def build(profile: Profile = LOCAL) -> Any:
         licence.after(mos)
         promote = profile.step(promote_step(candidate=candidate, baseline=baseline, alias=alias,
                                             regression=regression.outputs["Output"], copyright=copyright_check.output,
-                                            mos=mos.output, licence=licence.output, **common), cache=False)
+                                            mos=mos.output, licence=licence.output, require=require, **common),
+                               cache=False)
         return promote.output
 
     return release_pipeline

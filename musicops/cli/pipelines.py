@@ -55,7 +55,8 @@ def run_fine_tune(
     dataset_name: str = typer.Option("dataset", "--dataset-name"),
     base_model: str = typer.Option("musicgen-tiny", "--base-model"),
     registered_name: str = typer.Option("", "--registered-name", help="Default: MUSICOPS_MODEL_NAME."),
-    steps: int = typer.Option(20), batch_size: int = typer.Option(4), learning_rate: float = typer.Option(1e-3),
+    steps: int = typer.Option(20), batch_size: int = typer.Option(4), learning_rate: float = typer.Option(
+        0.0, help="AdamW learning rate; 0 (default) picks it by decoder size (1e-3 toy, 1e-5 MusicGen-small)."),
     segment_s: float = typer.Option(2.0), seed: int = typer.Option(0),
     as_json: bool = JSON_OPTION,
 ) -> None:

@@ -124,15 +124,15 @@ def test_required_gates_that_were_skipped_fail_and_no_override_stands_in(tmp_pat
 
     before = current_alias("m", "champion")
     result = CliRunner().invoke(app, ["gate", "--candidate", "models:/m/2", "--baseline", "models:/m/1",
-                                      "--require", "regression,copyright,licence", "--promote", "champion",
+                                      "--require", "regression,copyright,mos", "--promote", "champion",
                                       "--override-reason", "ship it", "--out", str(tmp_path), "--json"])
     assert result.exit_code == 1, result.output
     report = json.loads(result.output[result.output.index("{"):])
-    assert report["required_gates"] == ["regression", "copyright", "licence"]
-    assert report["skipped_required"] == ["copyright", "licence"] and report["verdict"] == "fail"
+    assert report["required_gates"] == ["regression", "copyright", "mos"]
+    assert report["skipped_required"] == ["copyright", "mos"] and report["verdict"] == "fail"
     assert "override refused" in report["promotion"]["detail"] and current_alias("m", "champion") == before
-    assert _failing(tmp_path / "junit.xml") == ["copyright", "licence"]
-    assert "Required but skipped: copyright, licence" in (tmp_path / "release.html").read_text()
+    assert _failing(tmp_path / "junit.xml") == ["copyright", "mos"]
+    assert "Required but skipped: copyright, mos" in (tmp_path / "release.html").read_text()
     plain = CliRunner().invoke(app, ["gate", "--candidate", "models:/m/2", "--baseline", "models:/m/1",
                                      "--require", "copyright", "--out", str(tmp_path / "plain")])
     assert plain.exit_code == 1 and "copyright: required but skipped" in plain.output
