@@ -85,7 +85,7 @@ class Settings(BaseSettings):
     # override it): comma-separated regression, copyright, mos, licence or "all"; unset: regression.
     release_require: str | None = Field(None, validation_alias=_env("MUSICOPS_RELEASE_REQUIRE", "release_require"))
     # Off a terminal (CI logs, kfp steps), progress counters print a line at most this often.
-    progress_interval_s: float = Field(5.0, ge=0, validation_alias=_env("MUSICOPS_PROGRESS_INTERVAL_S",
+    progress_interval_s: float = Field(4.0, ge=0, validation_alias=_env("MUSICOPS_PROGRESS_INTERVAL_S",
                                                                         "progress_interval_s"))
     user: str | None = Field(None, validation_alias=_env("MUSICOPS_USER", "user"))
     torch_threads: int | None = Field(None, ge=1, validation_alias=_env("MUSICOPS_TORCH_THREADS", "torch_threads"))

@@ -12,6 +12,7 @@ line whenever a stage starts and at most every `interval_s` for counters).
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -60,25 +61,47 @@ def install(reporter: Reporter | None) -> None:
 
 class LineReporter:
     """Plain lines for logs: every stage, and each counter at most every `interval_s` (and when it
-    completes), with the time since the reporter started and a rate-based estimate of what is left."""
+    completes), with the time since the reporter started and a rate-based estimate of what is left.
+    Work that reports nothing for `interval_s` (loading a model, encoding prompts) still gets a
+    "still ..." line that often, from a daemon thread, so a log never looks stuck."""
 
-    def __init__(self, stream: TextIO | None = None, interval_s: float = 5.0, prefix: str = "") -> None:
+    def __init__(self, stream: TextIO | None = None, interval_s: float = 4.0, prefix: str = "") -> None:
         self.stream = stream or sys.stderr
         self.interval_s = interval_s
         self.prefix = prefix
         self.started = time.monotonic()
         self._last: dict[str, float] = {}
         self._first: dict[str, tuple[float, int]] = {}
+        self._stage = ("starting", self.started)
+        self._last_line = self.started
+        self._lock = threading.Lock()
+        self._closed = threading.Event()
+        if interval_s > 0:
+            threading.Thread(target=self._heartbeat, name="progress-heartbeat", daemon=True).start()
 
     def _emit(self, text: str) -> None:
-        print(f"{self.prefix}[{time.monotonic() - self.started:7.1f} s] {text}", file=self.stream, flush=True)
+        with self._lock:
+            self._last_line = time.monotonic()
+            print(f"{self.prefix}[{self._last_line - self.started:7.1f} s] {text}", file=self.stream, flush=True)
+
+    def _heartbeat(self) -> None:
+        while not self._closed.wait(self.interval_s / 8):  # a line at most interval_s x 1.125 apart
+            now = time.monotonic()
+            if now - self._last_line >= self.interval_s:
+                name, since = self._stage
+                self._emit(f"still {name} ({now - since:.0f} s)")
+
+    def close(self) -> None:
+        self._closed.set()
 
     def stage(self, name: str) -> None:
         self._first.clear()
+        self._stage = (name, time.monotonic())
         self._emit(name)
 
     def update(self, task: str, done: int, total: int | None) -> None:
         now = time.monotonic()
+        self._stage = (task, self._stage[1]) if self._stage[0] == task else (task, now)
         first = self._first.setdefault(task, (now, done))
         if done < first[1]:  # a new run of the same counter (next batch): measure the rate afresh
             first = self._first[task] = (now, done)
@@ -99,9 +122,13 @@ class RichReporter:
     def __init__(self, progress: Any) -> None:
         self.progress = progress  # a started rich.progress.Progress
         self._tasks: dict[str, Any] = {}
+        self._stage_task: Any = None
 
     def stage(self, name: str) -> None:
         self.progress.console.print(f"[bold]{name}[/]")
+        if self._stage_task is not None:
+            self.progress.remove_task(self._stage_task)
+        self._stage_task = self.progress.add_task(f"  {name[:60]}", total=None)  # pulses while nothing counts
 
     def update(self, task: str, done: int, total: int | None) -> None:
         if task not in self._tasks:
@@ -110,17 +137,27 @@ class RichReporter:
 
 
 @contextmanager
-def console_reporting(console: Any, interval_s: float = 5.0) -> Iterator[Reporter]:
+def console_reporting(console: Any, interval_s: float = 4.0) -> Iterator[Reporter]:
     """Rich bars on a terminal, `LineReporter` lines on anything else (CI logs, pipes)."""
     if console.is_terminal:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
 
         with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                      TimeRemainingColumn(), console=console, transient=True) as bars:
+                      TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=True) as bars:
             rich_reporter = RichReporter(bars)
             with reporting(rich_reporter):
                 yield rich_reporter
         return
     line_reporter = LineReporter(console.file, interval_s)
-    with reporting(line_reporter):
-        yield line_reporter
+    try:
+        with reporting(line_reporter):
+            yield line_reporter
+    finally:
+        line_reporter.close()

@@ -50,6 +50,21 @@ def test_line_reporter_prints_stages_at_once_and_counters_at_most_every_interval
     for done in range(1, 4):
         chatty.update("decode steps", done, 3)
     assert len(every.getvalue().splitlines()) == 3 and "left)" in every.getvalue().splitlines()[1]
+    reporter.close()
+
+
+def test_silent_work_still_prints_a_line_every_interval() -> None:
+    """Loading a model reports nothing for a while: the log still says what is going on."""
+    import time
+
+    out = io.StringIO()
+    reporter = progress.LineReporter(out, interval_s=0.2)
+    reporter.stage("loading models:/m/1")
+    deadline = time.monotonic() + 60
+    while "still loading models:/m/1" not in out.getvalue() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    reporter.close()
+    assert "still loading models:/m/1 (" in out.getvalue()
 
 
 def test_the_decode_loop_reports_every_step() -> None:
