@@ -23,10 +23,18 @@ def component_settings(musicops_home: str = "", mlflow_tracking_uri: str = "") -
     if overrides:
         settings = settings.replace(**overrides)
     apply_torch_threads(settings)
+    _report_progress_in_step_log(settings)
+    return settings.ensure()
+
+
+def _report_progress_in_step_log(settings: Settings) -> None:
+    """In a kfp step's own process (kfp's executor is `__main__`): decode steps, embedding and gate
+    stages as log lines. Not when a component function is called in another process (tests,
+    notebooks), which keeps its own reporter, if any."""
     import sys
 
     from musicops import progress
 
-    # decode steps, embedding, gate stages: a line at most every few seconds in the step's log
-    progress.install(progress.LineReporter(sys.stdout, settings.progress_interval_s))
-    return settings.ensure()
+    main = getattr(sys.modules.get("__main__"), "__spec__", None)
+    if getattr(main, "name", None) == "kfp.dsl.executor_main":
+        progress.install(progress.LineReporter(sys.stdout, settings.progress_interval_s))

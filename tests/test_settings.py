@@ -65,6 +65,9 @@ def test_component_settings_never_write_the_environment(tmp_path: Path, monkeypa
     settings = component_settings(str(tmp_path / "pod-home"), "")
     assert settings.home == (tmp_path / "pod-home").resolve() and settings.kfp_root.is_dir()
     assert dict(os.environ) == before
+    from musicops import progress
+
+    assert progress._current.get() is None  # step-log progress is for kfp's executor process only
 
 
 def _environment_reads(path: Path) -> list[str]:
