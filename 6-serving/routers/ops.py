@@ -1,4 +1,4 @@
-"""GET /v1/models, /healthz, /readyz, /metrics."""
+"""GET /v1/models, /v1/library, /healthz, /readyz, /metrics."""
 
 from typing import Any
 
@@ -20,6 +20,18 @@ ops = APIRouter(tags=["ops"])
 async def list_models(key: ApiKey = Depends(api_key), svc: Service = Depends(service)) -> Any:
     """The reference served, the version in service, the alias watched and any version loading."""
     return svc.manager.status()
+
+
+@models.get("/library", summary="Prompt templates and presets a request may name")
+async def library(key: ApiKey = Depends(api_key)) -> Any:
+    """The templates (text, parameters with defaults and limits) and presets (duration, variations,
+    tags) shipped with this server, each with its version and file sha256 as assets record them."""
+    from dataclasses import asdict
+
+    from musicops.generation.library import names, preset, template
+
+    return {"templates": [asdict(template(name)) for name in names("template")],
+            "presets": [asdict(preset(name)) for name in names("preset")]}
 
 
 @ops.get("/healthz", response_model=Health, summary="Liveness")

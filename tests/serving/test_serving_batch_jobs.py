@@ -56,6 +56,17 @@ def test_batch_requests_are_checked_whole_before_anything_is_queued(client) -> N
     assert client.post("/v1/jobs/batch", json={"items": []}).status_code == 422
 
 
+def test_the_library_endpoint_lists_what_requests_may_name(client) -> None:
+    from musicops.generation.library import template
+
+    shipped = client.get("/v1/library").json()
+    templates = {t["name"]: t for t in shipped["templates"]}
+    assert templates["mood-piece"]["sha256"] == template("mood-piece").sha256
+    assert templates["game-level-loop"]["parameters"]["bpm"] == {"type": "integer", "default": 120, "min": 50,
+                                                                  "max": 200}
+    assert {p["name"] for p in shipped["presets"]} >= {"loop-short", "loop-30s", "sting"}
+
+
 def test_a_request_names_a_template_and_preset_and_the_audit_shows_its_lineage(client) -> None:
     body = {"template": "game-level-loop", "vars": {"mood": "tense", "bpm": 150}, "preset": "sting",
             "duration_s": 0.5, "n_variations": 1, "seed": 3}
