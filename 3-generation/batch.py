@@ -11,7 +11,6 @@ keeps every completed asset and a rerun produces each missing one exactly once.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -29,13 +28,11 @@ from musicops.generation.runner import generate_items
 from musicops.generation.tracking import log_batch_to_mlflow
 from musicops.models.loading import load_model
 
-Progress = Callable[[str, int, int], None]  # (phase, done, total)
-
 
 def run_batch(prompts_file: str | Path, model_ref: str, options: BatchOptions | None = None,
-              settings: Settings | None = None, progress: Progress | None = None,
-              items: list[WorkItem] | None = None) -> BatchResult:
-    """The whole batch in this process: plan -> (load model only if needed) -> generate -> store."""
+              settings: Settings | None = None, items: list[WorkItem] | None = None) -> BatchResult:
+    """The whole batch in this process: plan -> (load model only if needed) -> generate -> store.
+    Progress (loading, assets, stems; decode steps below) goes to `musicops.progress`'s reporter."""
     from musicops.store.assets import open_asset_store
     from musicops.store.provenance import ProvenanceDB
 
@@ -59,8 +56,6 @@ def run_batch(prompts_file: str | Path, model_ref: str, options: BatchOptions | 
                 outcomes[index] = ClipOutcome(plan.items[index], plan.cached[key], cache_hit=True, created=False)
         pending = [plan.items[i] for i in plan.pending]
         total = len(plan.items)
-        if progress:
-            progress("generate", len(outcomes), total)
         report.update("assets", len(outcomes), total)
         generation_seconds = load_seconds = 0.0
         if pending:
@@ -80,14 +75,12 @@ def run_batch(prompts_file: str | Path, model_ref: str, options: BatchOptions | 
                     record, created, identical = store_clip(plan, index, processed, seconds / len(clips), store, db)
                     latency = seconds + (time.perf_counter() - t0)
                     outcomes[index] = ClipOutcome(plan.items[index], record, False, created, latency, identical)
-                if progress:
-                    progress("generate", len(outcomes), total)
                 report.update("assets", len(outcomes), total)
 
             generate_items(model, pending, options, on_batch)
         wall = time.perf_counter() - started  # generation only: stems are counted apart (n_stems)
         ordered = [outcomes[i] for i in range(len(plan.items))]
-        n_stems = _separate(plan, ordered, separator, store, db, progress) if separator is not None else None
+        n_stems = _separate(plan, ordered, separator, store, db) if separator is not None else None
         metrics = batch_metrics(ordered, wall, generation_seconds, price_per_hour(options, settings), load_seconds)
         if n_stems is not None:
             metrics["n_stems"] = float(n_stems)
@@ -138,16 +131,14 @@ def summarize_plan(plan: BatchPlan, settings: Settings | None = None,
     return BatchResult(plan, outcomes, metrics, run_id)
 
 
-def _separate(plan: BatchPlan, ordered: list[ClipOutcome], separator: Any, store: Any, db: Any,
-              progress: Progress | None) -> int:
+def _separate(plan: BatchPlan, ordered: list[ClipOutcome], separator: Any, store: Any, db: Any) -> int:
     """`stems`: every delivered clip (generated now or from the cache) separated into stem assets linked
     to it (delivery.store_stems); stems already stored for a clip are kept. Returns the stems stored."""
     delivered = [o for o in ordered if o.record.passed]
     n = 0
     for done, outcome in enumerate(delivered, 1):
         n += len(store_stems(plan, outcome.record, separator, store, db))
-        if progress:
-            progress("stems", done, len(delivered))
+        report.update("stems", done, len(delivered))
     return n
 
 

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from musicops.cli.common import console, err_console, fail
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from musicops.generation.planning import BatchOptions  # imported when a command runs, not at CLI start
 
 app = typer.Typer(no_args_is_help=True)
@@ -65,7 +67,7 @@ def batch(
     try:
         options = _options(batch_size, no_cache, target_lufs, ceiling, price, precision, watermark,
                            separator if stems else "none")
-        result = _run_with_progress(lambda progress: run_batch(prompts_file, model, options, progress=progress))
+        result = _run_with_progress(lambda: run_batch(prompts_file, model, options))
     except (PromptsFileError, ModelNotFoundError, ValueError, SeparatorUnavailable) as exc:
         fail(str(exc), 2)
     _report(result, out)
@@ -82,14 +84,13 @@ def generate_prompts(prompts: list[str], model: str, duration: float, seed: int,
     try:
         items = cli_items(prompts, duration, seed, melody)
         options = BatchOptions(precision=precision)
-        result = _run_with_progress(lambda progress: run_batch("<command line>", model, options,
-                                                               progress=progress, items=items))
+        result = _run_with_progress(lambda: run_batch("<command line>", model, options, items=items))
     except (PromptsFileError, ModelNotFoundError, ValueError) as exc:
         fail(str(exc), 2)
     _report(result, out)
 
 
-def _run_with_progress(run: object) -> object:
+def _run_with_progress(run: Callable[[], Any]) -> Any:
     """Planning is a stage line; then the assets counter and each batch's decode steps (rich bars in a
     terminal, a line every few seconds otherwise), so a bad file or an unknown alias is never reported
     behind a progress bar and a long clip visibly advances."""
@@ -98,7 +99,7 @@ def _run_with_progress(run: object) -> object:
 
     with progress.console_reporting(err_console, get_settings().progress_interval_s):
         progress.stage("planning: reading prompts, resolving the model, checking the cache")
-        return run(None)  # type: ignore[operator]
+        return run()
 
 
 def _report(result: object, out: Path | None) -> None:
