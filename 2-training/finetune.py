@@ -87,12 +87,9 @@ def train(model: Any, data: EncodedDataset, config: FineTuneConfig, checkpoint_d
     import torch
 
     hf = model.model
-    if config.learning_rate is None:  # called directly (fine_tune() decides it first): by decoder size
-        from dataclasses import replace
+    from musicops.training.planning import with_learning_rate
 
-        from musicops.training.planning import decoder_parameters, default_learning_rate
-
-        config = replace(config, learning_rate=default_learning_rate(decoder_parameters(hf), config.lora))
+    config = with_learning_rate(config, hf)  # called directly: fine_tune() has decided it already
     device = model.device
     use_amp = config.amp and device.type == "cuda"
     _freeze_all_but_decoder(hf)

@@ -33,6 +33,15 @@ def default_learning_rate(n_trainable: int, lora: bool) -> float:
     return next(rate for limit, rate in LEARNING_RATE_BY_SIZE if n_trainable <= limit)
 
 
+def with_learning_rate(config: Any, hf: Any) -> Any:
+    """`config` (a FineTuneConfig) with an unset learning rate decided by the decoder's size."""
+    if config.learning_rate is not None:
+        return config
+    from dataclasses import replace
+
+    return replace(config, learning_rate=default_learning_rate(decoder_parameters(hf), config.lora))
+
+
 @dataclass(frozen=True)
 class MemoryEstimate:
     """Peak training memory, by part (bytes). An estimate: allocator overhead and the text encoder's

@@ -112,20 +112,17 @@ def fine_tune(manifest: str | Path, base_model: str = "musicgen-tiny", config: F
 def plan_training(model: Any, config: FineTuneConfig, data: Any) -> tuple[FineTuneConfig, dict[str, Any]]:
     """The config with its learning rate decided by the decoder's size (when unset), and what to tell
     the user before training: the rate, a memory estimate, warnings (degenerate codes)."""
-    from dataclasses import replace
-
     from musicops.training.planning import (
         decoder_parameters,
-        default_learning_rate,
         degenerate_codes,
         estimate_memory,
+        with_learning_rate,
     )
 
     hf = model.model
     n_decoder = decoder_parameters(hf)
     chosen = config.learning_rate is None
-    if chosen:
-        config = replace(config, learning_rate=default_learning_rate(n_decoder, config.lora))
+    config = with_learning_rate(config, hf)
     frames = int(data.codes.shape[-1]) + int(data.codes.shape[1])  # + the delay pattern's extra steps
     memory = estimate_memory(hf, min(config.batch_size, len(data)), frames, config.lora, config.optimizer,
                              config.gradient_checkpointing)
