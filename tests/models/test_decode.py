@@ -13,14 +13,7 @@ from musicops.models.musicgen import TransformersMusicGen
 PROMPTS = ["calm piano", "a much longer prompt about energetic drums and bass at 128 BPM", "dreamy pad"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/models/conftest.py
 
 
 @pytest.fixture(scope="module")
